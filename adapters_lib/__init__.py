@@ -1,0 +1,1 @@
+"""Stitch's adapter training library."""
