@@ -22,7 +22,7 @@ TINY_CONFIGS = {
     "roberta": (transformers.RobertaConfig, dict(_COMMON, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, max_position_embeddings=72, pad_token_id=1)),
     "xlm-roberta": (transformers.XLMRobertaConfig, dict(_COMMON, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, max_position_embeddings=72, pad_token_id=1)),
     "distilbert": (transformers.DistilBertConfig, dict(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64, dropout=0.0, attention_dropout=0.0, max_position_embeddings=64)),
-    "gpt2": (transformers.GPT2Config, dict(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)),
+    "gpt2": (transformers.GPT2Config, dict(vocab_size=VOCAB, bos_token_id=1, eos_token_id=2, n_embd=32, n_layer=2, n_head=4, n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)),
     "llama": (transformers.LlamaConfig, dict(_COMMON, num_key_value_heads=2, max_position_embeddings=64)),
     "mistral": (transformers.MistralConfig, dict(_COMMON, num_key_value_heads=2, max_position_embeddings=64)),
     "qwen2": (transformers.Qwen2Config, dict(_COMMON, num_key_value_heads=2, max_position_embeddings=64)),

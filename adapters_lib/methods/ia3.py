@@ -1,0 +1,52 @@
+"""(IA)^3 (Liu et al. 2022): learned vectors that rescale projection outputs, y *= alpha * v.
+
+Registered as ``ia3``. Defaults follow AdapterHub: keys and values of attention and the
+feed-forward input projection(s).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..config import METHODS, MethodConfig, MethodSpec
+from .base import LayerContext, linear_targets
+
+
+class IA3Config(MethodConfig):
+    """attn_matrices: any of q, k, v, o; alpha multiplies the vectors."""
+
+    method = "ia3"
+    alpha: float = 1.0
+    attn_matrices: tuple[Literal["q", "k", "v", "o"], ...] = ("k", "v")
+    selfattn_lora: bool = True
+    intermediate_lora: bool = True
+    output_lora: bool = False
+    init_weights: Literal["ia3", "bert"] = "ia3"
+
+
+
+class IA3(nn.Module):
+    """Rescales one linear's output. vector: [out]."""
+
+    def __init__(self, out_features: int, config: IA3Config) -> None:
+        super().__init__()
+        self.alpha = config.alpha
+        init = torch.ones(out_features) if config.init_weights == "ia3" else torch.randn(out_features) * 0.02
+        self.vector = nn.Parameter(init)
+
+    def scale(self) -> torch.Tensor:
+        """alpha * vector: [out]."""
+        return self.vector * self.alpha
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """y: linear output [..., out]."""
+        return y * self.scale()
+
+
+def build_layer(config: IA3Config, ctx: LayerContext) -> dict[str, nn.Module]:
+    return {role: IA3(ctx.linears[role][1], config) for role in linear_targets(config, ctx)}
+
+
+METHODS.register(MethodSpec("ia3", IA3Config, build_layer))
