@@ -4,7 +4,7 @@
 the active setup. Forward hooks installed once, at the places the model's
 :class:`~adapters_lib.interface.ModelInterface` names, run the active adapters' modules:
 
-* linear sites (q, k, v, qkv, o, ffn_in, ffn_gate, ffn_out): ``y = module(x, y)``;
+* linear sites (q, k, v, qkv, o, ffn_in, ffn_gate, ffn_out): ``y = module(x, y, linear)``;
 * sublayer sites (attn, ffn): ``h = module(h, r, layer_norm)``, with the residual stream
   ``r`` captured by a pre-hook on the module the interface names.
 """
@@ -106,7 +106,7 @@ class AdapterSet(nn.Module):
             return None
         x = args[0]
         for mod in mods:
-            output = mod(x, output)
+            output = mod(x, output, module)
         return output
 
     def _residual_hook(self, layer: int, site: str, position: int, module, args, kwargs):

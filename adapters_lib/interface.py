@@ -128,6 +128,16 @@ def linear_dims(module: nn.Module) -> tuple[int, int]:
     if isinstance(module, nn.Linear):
         return module.in_features, module.out_features
     weight = getattr(module, "weight", None)
-    if weight is not None and hasattr(module, "nf"):  # transformers Conv1D: weight [in, out]
+    if weight is not None and is_conv1d(module):
         return weight.shape[0], weight.shape[1]
     raise AdapterConfigError(f"cannot attach an adapter to {type(module).__name__}: not a linear layer")
+
+
+def is_conv1d(module: nn.Module) -> bool:
+    """transformers' Conv1D (GPT-2) keeps its weight as [in, out]."""
+    return not isinstance(module, nn.Linear) and hasattr(module, "nf")
+
+
+def apply_weight(linear: nn.Module, x):
+    """x @ W^T for an nn.Linear, x @ W for a Conv1D; no bias. x: [..., in] -> [..., out]."""
+    return x @ linear.weight if is_conv1d(linear) else nn.functional.linear(x, linear.weight)

@@ -72,7 +72,7 @@ class AdapterCheckpoint:
     name: str
     config: AnyConfig
     weights: dict[str, torch.Tensor]
-    base: BaseInfo
+    base: BaseInfo | None  # None: the format does not say (shapes are still checked on load)
     metadata: dict[str, Any] = field(default_factory=dict)
     head_config: HeadConfig | None = None
     head_weights: dict[str, torch.Tensor] | None = None
@@ -154,11 +154,11 @@ def _read_own_head(directory: Path, what: str):
     return head_config, read_safetensors(directory / HEAD_WEIGHTS_FILE, what)
 
 
-def read_checkpoint(path: str | Path, interface=None) -> AdapterCheckpoint:
+def read_checkpoint(path: str | Path, interface=None, model: BaseInfo | None = None) -> AdapterCheckpoint:
     """Read an adapter directory in any supported format (own, AdapterHub, PEFT).
 
-    ``interface`` (the target model's ModelInterface) is needed to map foreign formats'
-    module names onto layers and sites.
+    Foreign formats name modules of a particular model: reading them needs the target
+    model's ``interface`` (a ModelInterface) and its ``BaseInfo``.
     """
     directory = Path(path)
     if not directory.is_dir():
@@ -168,10 +168,13 @@ def read_checkpoint(path: str | Path, interface=None) -> AdapterCheckpoint:
     data = read_json(directory / CONFIG_FILE, f"adapter at {directory}")
     if data.get("format") == FORMAT:
         return read_own(directory, data)
-    from .formats import adapterhub, peft  # foreign formats need the model's interface
+    from .formats import adapterhub, peft
 
+    foreign = "peft_type" in data or ("config" in data and "model_type" in data)
+    if foreign and (interface is None or model is None):
+        raise AdapterLoadError(f"adapter at {directory}: a foreign-format checkpoint needs the target model")
     if "peft_type" in data:
-        return peft.read(directory, data, interface)
-    if "config" in data and "model_type" in data:
-        return adapterhub.read(directory, data, interface)
+        return peft.read(directory, data, interface, model.num_layers)
+    if foreign:
+        return adapterhub.read(directory, data, interface, model)
     raise AdapterLoadError(f"adapter at {directory}: {CONFIG_FILE} is in no known format (Stitch, AdapterHub, PEFT)")

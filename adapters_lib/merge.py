@@ -8,21 +8,20 @@ from torch import nn
 
 from .config import AdapterConfigError
 from .injection import AdapterInstance
-from .interface import get_submodule
-
-
-def _is_conv1d(module: nn.Module) -> bool:
-    return hasattr(module, "nf")  # transformers Conv1D keeps weight as [in, out]
+from .interface import get_submodule, is_conv1d
 
 
 @torch.no_grad()
 def _merge_module(base: nn.Module, part: nn.Module) -> None:
     if hasattr(part, "delta_weight"):  # LoRA: W += scaling * B @ A
         delta = part.delta_weight().to(base.weight.dtype)
-        base.weight += delta.T if _is_conv1d(base) else delta
+        base.weight += delta.T if is_conv1d(base) else delta
         return
-    scale = part.scale().to(base.weight.dtype)  # IA3: rows of W and b scale by alpha * v
-    base.weight *= scale[None, :] if _is_conv1d(base) else scale[:, None]
+    scale = part.scale().to(base.weight.dtype)
+    if getattr(part, "input_scale", False):  # IA3 on inputs: columns of W scale by alpha * v
+        base.weight *= scale[:, None] if is_conv1d(base) else scale[None, :]
+        return
+    base.weight *= scale[None, :] if is_conv1d(base) else scale[:, None]  # IA3: rows of W and b scale
     if base.bias is not None:
         base.bias *= scale
 

@@ -59,8 +59,10 @@ class AdapterModelMixin:
         return instance
 
     def _to_model_device(self, module: torch.nn.Module) -> None:
+        """Match the model's device, dtype and train/eval mode."""
         ref = next(self.base_model.parameters())
         module.to(device=ref.device, dtype=ref.dtype)
+        module.train(self.training)
 
     def _add_head(self, name: str, config: HeadConfig, overwrite_ok: bool) -> PredictionHead:
         if name in self.stitch.heads and not overwrite_ok:
@@ -144,7 +146,9 @@ class AdapterModelMixin:
         if head_name is None:
             return super().forward(*args, **kwargs)
         labels = kwargs.pop("labels", None)
-        outputs = self.base_model(*args, **kwargs)
+        # A bare AutoModel is its own base_model: call its forward, not itself again.
+        base_forward = super().forward if self.base_model is self else self.base_model
+        outputs = base_forward(*args, **kwargs)
         head = self.stitch.heads[head_name]
         logits = head(outputs[0], kwargs.get("attention_mask"))
         loss = head.loss(logits, labels) if labels is not None else None
@@ -173,14 +177,15 @@ class AdapterModelMixin:
         """Load an adapter saved by Stitch, AdapterHub or PEFT (a local directory or a Hub repo id)."""
         from .hub import resolve_adapter_path
 
-        ckpt = read_checkpoint(resolve_adapter_path(path), self.stitch.interface)
+        ckpt = read_checkpoint(resolve_adapter_path(path), self.stitch.interface, self.base_info())
         return self.add_checkpoint(ckpt, load_as=load_as, with_head=with_head, set_active=set_active)
 
     def add_checkpoint(self, ckpt: AdapterCheckpoint, load_as: str | None = None, with_head: bool = True,
                        set_active: bool = False) -> str:
         """Add an adapter from a checkpoint after checking it fits this model; returns its name."""
         name = load_as or ckpt.name
-        ckpt.base.check_fits(self.base_info(), ckpt.describe())
+        if ckpt.base is not None:
+            ckpt.base.check_fits(self.base_info(), ckpt.describe())
         instance = AdapterInstance(name, ckpt.config, self.stitch.contexts)
         _load_strict(instance, ckpt.weights, ckpt.describe())
         instance.metadata = ckpt.metadata

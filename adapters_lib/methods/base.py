@@ -31,9 +31,6 @@ class LayerContext:
                 roles.append(role)
         return roles
 
-    def ffn_in_roles(self) -> list[str]:
-        return [r for r in ("ffn_in", "ffn_gate") if r in self.linears]
-
 
 class LeakyReLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,8 +45,11 @@ def activation(name: str) -> nn.Module:
 
 def linear_targets(config, ctx: LayerContext) -> list[str]:
     """Linear roles selected by AdapterHub-style flags: selfattn_lora (with attn_matrices),
-    intermediate_lora (feed-forward input projections) and output_lora (its output projection)."""
+    intermediate_lora (feed-forward input projection; on gated MLPs also the gate, unless
+    gate_lora says otherwise) and output_lora (the feed-forward output projection)."""
     roles = ctx.attention_roles(config.attn_matrices) if config.selfattn_lora else []
-    roles += ctx.ffn_in_roles() if config.intermediate_lora else []
+    roles += ["ffn_in"] if config.intermediate_lora and "ffn_in" in ctx.linears else []
+    gate = config.intermediate_lora if config.gate_lora is None else config.gate_lora
+    roles += ["ffn_gate"] if gate and "ffn_gate" in ctx.linears else []
     roles += ["ffn_out"] if config.output_lora else []
     return roles

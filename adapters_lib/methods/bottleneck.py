@@ -38,7 +38,7 @@ class BottleneckConfig(MethodConfig):
     method = "seq_bn"
     mh_adapter: bool = False
     output_adapter: bool = True
-    reduction_factor: float | dict[str, float] = 16
+    reduction_factor: float | dict[str, float] = 16.0
     non_linearity: str = "relu"
     original_ln_before: bool = True
     original_ln_after: bool = True
@@ -50,6 +50,11 @@ class BottleneckConfig(MethodConfig):
     scaling: float | Literal["learned", "channel"] = 1.0
     init_weights: Literal["bert", "mam_adapter", "houlsby"] = "bert"
     dropout: float = 0.0
+
+    @field_validator("reduction_factor", "scaling", mode="before")
+    @classmethod
+    def _ints_as_floats(cls, value):
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @field_validator("non_linearity")
     @classmethod
@@ -89,7 +94,7 @@ class ParBnConfig(BottleneckConfig):
 
     method = "par_bn"
     original_ln_before: bool = False
-    reduction_factor: float | dict[str, float] = 2
+    reduction_factor: float | dict[str, float] = 2.0
     is_parallel: bool = True
     scaling: float | Literal["learned", "channel"] = 4.0
     init_weights: Literal["bert", "mam_adapter", "houlsby"] = "mam_adapter"

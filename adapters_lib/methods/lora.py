@@ -28,6 +28,7 @@ class LoRAConfig(MethodConfig):
     selfattn_lora: bool = True
     intermediate_lora: bool = False
     output_lora: bool = False
+    gate_lora: bool | None = None  # gated MLPs: None follows intermediate_lora
     init_weights: Literal["lora", "bert"] = "lora"
 
     @property
@@ -55,8 +56,8 @@ class LoRA(nn.Module):
         """scaling * B @ A: [out, in]."""
         return self.scaling * (self.lora_B @ self.lora_A)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """x: linear input [..., in]; y: linear output [..., out]."""
+    def forward(self, x: torch.Tensor, y: torch.Tensor, base: nn.Module) -> torch.Tensor:
+        """x: linear input [..., in]; y: linear output [..., out]; base: the linear (unused)."""
         return y + (self.dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scaling
 
 
