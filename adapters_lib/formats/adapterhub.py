@@ -38,7 +38,7 @@ def read(directory: Path, data: dict[str, Any], interface: ModelInterface, model
     base.check_fits(model, what)
     state = _read_weights(directory, what)
     bottleneck, linear = _split_weights(state, name, interface, what)
-    configs = _translate(data["config"], linear, what)
+    configs = _translate(_legacy(data), linear, what)
     weights = {**_bottleneck_weights(bottleneck, configs), **_linear_weights(linear, configs)}
     head_config, head_weights = _read_head(directory, name, what)
     config = configs[0] if len(configs) == 1 else make_union(configs)
@@ -73,6 +73,14 @@ def _split_weights(state: dict[str, torch.Tensor], name: str, interface: ModelIn
         else:
             linear[(layer, role_of(inner, interface, what))][match.group(3)] = tensor
     return bottleneck, linear
+
+
+def _legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """Configs saved before AdapterHub versioned them meant the tanh GELU by "gelu"."""
+    config = data["config"]
+    if "version" not in data and config.get("non_linearity") == "gelu":
+        return {**config, "non_linearity": "gelu_new"}
+    return config
 
 
 def _translate(config: dict[str, Any], linear: dict, what: str) -> list:
