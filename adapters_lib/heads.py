@@ -7,7 +7,7 @@ layout (``Sequential(Dropout, Linear, Tanh, Dropout, Linear)``) so its checkpoin
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict

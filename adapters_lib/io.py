@@ -127,6 +127,15 @@ def read_torch_weights(path: Path, what: str) -> dict[str, torch.Tensor]:
         raise AdapterLoadError(f"{what}: {path.name} cannot be loaded safely: {err}") from None
 
 
+def read_weights_file(directory: Path, names: tuple[str, ...], what: str) -> dict[str, torch.Tensor]:
+    """The first of ``names`` that exists: ``.safetensors`` read directly, ``.bin`` without pickle."""
+    for name in names:
+        path = directory / name
+        if path.exists():
+            return read_safetensors(path, what) if name.endswith(".safetensors") else read_torch_weights(path, what)
+    raise AdapterLoadError(f"{what}: no weights file ({' or '.join(names)})")
+
+
 def read_own(directory: Path, data: dict[str, Any]) -> AdapterCheckpoint:
     what = f"adapter at {directory}"
     weights_path = directory / WEIGHTS_FILE

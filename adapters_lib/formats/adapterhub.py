@@ -18,7 +18,7 @@ import torch
 from ..config import AdapterConfigError, make_config, make_union
 from ..heads import HeadConfig
 from ..interface import ModelInterface
-from ..io import AdapterCheckpoint, AdapterLoadError, BaseInfo, read_json, read_safetensors, read_torch_weights
+from ..io import AdapterCheckpoint, AdapterLoadError, BaseInfo, read_json, read_weights_file
 from . import flags_for_roles, locate, role_of
 
 _SITES = {"attention.output": "attn", "attention_adapters": "attn", "output": "ffn", "output_adapters": "ffn"}
@@ -36,7 +36,7 @@ def read(directory: Path, data: dict[str, Any], interface: ModelInterface, model
     name = data.get("name") or directory.name
     base = BaseInfo(data["model_type"], int(data["hidden_size"]), model.num_layers, str(data.get("model_name") or ""))
     base.check_fits(model, what)
-    state = _read_weights(directory, what)
+    state = read_weights_file(directory, ("adapter.safetensors", "pytorch_adapter.bin"), what)
     bottleneck, linear = _split_weights(state, name, interface, what)
     configs = _translate(_legacy(data), linear, what)
     weights = {**_bottleneck_weights(bottleneck, configs), **_linear_weights(linear, configs)}
@@ -46,14 +46,6 @@ def read(directory: Path, data: dict[str, Any], interface: ModelInterface, model
                              metadata={"source_format": "adapterhub", "version": data.get("version")},
                              head_config=head_config, head_weights=head_weights, source=str(directory),
                              format="adapterhub")
-
-
-def _read_weights(directory: Path, what: str) -> dict[str, torch.Tensor]:
-    if (directory / "adapter.safetensors").exists():
-        return read_safetensors(directory / "adapter.safetensors", what)
-    if (directory / "pytorch_adapter.bin").exists():
-        return read_torch_weights(directory / "pytorch_adapter.bin", what)
-    raise AdapterLoadError(f"{what}: no weights file (adapter.safetensors or pytorch_adapter.bin)")
 
 
 def _split_weights(state: dict[str, torch.Tensor], name: str, interface: ModelInterface, what: str):
@@ -151,8 +143,6 @@ def _read_head(directory: Path, name: str, what: str):
     id2label = {int(i): label for label, i in (head.get("label2id") or {}).items()}
     config = HeadConfig(type=head["head_type"], num_labels=head["num_labels"], layers=head.get("layers", 2),
                         activation_function=head.get("activation_function") or "tanh", id2label=id2label or None)
-    path = directory / "model_head.safetensors"
-    state = read_safetensors(path, what) if path.exists() else read_torch_weights(
-        directory / "pytorch_model_head.bin", what)
+    state = read_weights_file(directory, ("model_head.safetensors", "pytorch_model_head.bin"), what)
     prefix = f"heads.{name}."
     return config, {f"layers.{k[len(prefix):]}": v for k, v in state.items() if k.startswith(prefix)}

@@ -17,7 +17,7 @@ import torch
 
 from ..config import make_config
 from ..interface import ModelInterface
-from ..io import AdapterCheckpoint, AdapterLoadError, read_safetensors, read_torch_weights
+from ..io import AdapterCheckpoint, AdapterLoadError, read_weights_file
 from . import flags_for_roles, locate, role_of
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def read(directory: Path, data: dict[str, Any], interface: ModelInterface, num_l
     if peft_type not in ("LORA", "IA3"):
         raise AdapterLoadError(f"{what}: peft_type {peft_type!r} is not supported (LORA, IA3)")
     _reject_unsupported(data, what)
-    by_site = _weights_by_site(_read_weights(directory, what), interface, what)
+    by_site = _weights_by_site(read_weights_file(directory, ("adapter_model.safetensors", "adapter_model.bin"), what), interface, what)
     roles = sorted({role for _, role in by_site})
     layers = {layer for layer, _ in by_site}
     leave_out = tuple(i for i in range(num_layers) if i not in layers)
@@ -56,14 +56,6 @@ def _reject_unsupported(data: dict[str, Any], what: str) -> None:
     if data.get("modules_to_save"):
         logger.warning("%s: ignoring modules_to_save %s (whole modules, not adapter weights)", what,
                        data["modules_to_save"])
-
-
-def _read_weights(directory: Path, what: str) -> dict[str, torch.Tensor]:
-    if (directory / "adapter_model.safetensors").exists():
-        return read_safetensors(directory / "adapter_model.safetensors", what)
-    if (directory / "adapter_model.bin").exists():
-        return read_torch_weights(directory / "adapter_model.bin", what)
-    raise AdapterLoadError(f"{what}: no weights file (adapter_model.safetensors or adapter_model.bin)")
 
 
 def _weights_by_site(state: dict[str, torch.Tensor], interface: ModelInterface, what: str):
