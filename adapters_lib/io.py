@@ -34,6 +34,14 @@ class AdapterLoadError(ValueError):
     """A checkpoint cannot be read or does not fit the model; the message names both."""
 
 
+class CorruptCheckpointError(AdapterLoadError):
+    """A checkpoint file cannot be parsed (JSON, safetensors or torch weights)."""
+
+
+class BaseMismatchError(AdapterLoadError):
+    """A checkpoint was made for a base model of another type, hidden size or depth."""
+
+
 def library_version() -> str:
     try:
         return importlib_metadata.version("stitch-serve")
@@ -59,10 +67,10 @@ class BaseInfo:
         return f"{self.model_type} (hidden size {self.hidden_size}, {self.num_layers} layers)"
 
     def check_fits(self, model: "BaseInfo", what: str) -> None:
-        """Raise AdapterLoadError when an adapter made for self cannot run on ``model``."""
+        """Raise BaseMismatchError when an adapter made for self cannot run on ``model``."""
         same = (self.model_type, self.hidden_size, self.num_layers) == (model.model_type, model.hidden_size, model.num_layers)
         if not same:
-            raise AdapterLoadError(f"{what} was made for {self.describe()}, but the model is {model.describe()}")
+            raise BaseMismatchError(f"{what} was made for {self.describe()}, but the model is {model.describe()}")
 
 
 @dataclass
@@ -109,14 +117,14 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise AdapterLoadError(f"{what}: cannot read {path.name}: {err}") from None
+        raise CorruptCheckpointError(f"{what}: cannot read {path.name}: {err}") from None
 
 
 def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as err:
-        raise AdapterLoadError(f"{what}: {path.name} is not a valid safetensors file: {err}") from None
+        raise CorruptCheckpointError(f"{what}: {path.name} is not a valid safetensors file: {err}") from None
 
 
 def read_torch_weights(path: Path, what: str) -> dict[str, torch.Tensor]:
@@ -124,7 +132,7 @@ def read_torch_weights(path: Path, what: str) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or unsafe files
-        raise AdapterLoadError(f"{what}: {path.name} cannot be loaded safely: {err}") from None
+        raise CorruptCheckpointError(f"{what}: {path.name} cannot be loaded safely: {err}") from None
 
 
 def read_weights_file(directory: Path, names: tuple[str, ...], what: str) -> dict[str, torch.Tensor]:

@@ -1,0 +1,215 @@
+"""Reading an adapter into host tensors laid out for the slot banks, with every check on the way.
+
+:meth:`AdapterLoader.load` (blocking; the cache runs it in a thread) resolves the name,
+fetches the directory, reads the checkpoint with adapters_lib (Stitch, AdapterHub or PEFT
+format), checks it against the base model and the engine's limits, builds adapters_lib's
+training modules on the meta device and loads the weights into them strictly (so shapes
+are checked exactly as the training library checks them), then asks each module's bank
+for its serving tensors. Every error names the adapter and its source.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from adapters_lib.config import AdapterConfigError, AnyConfig
+from adapters_lib.heads import HeadConfig, PredictionHead
+from adapters_lib.injection import AdapterInstance
+from adapters_lib.interface import ModelInterface
+from adapters_lib.io import (AdapterCheckpoint, AdapterLoadError, BaseInfo, BaseMismatchError,
+                             CorruptCheckpointError, read_checkpoint)
+from adapters_lib.methods.base import LayerContext
+
+from .banks import BANKS, LayoutError, site_nbytes
+from .banks.ia3 import IA3Bank
+from .errors import (AdapterError, CorruptAdapterError, IncompatibleAdapterError, InvalidAdapterError,
+                     RankTooLargeError, UnsupportedAdapterError)
+from .sources import AdapterSource, AdapterSources
+
+logger = logging.getLogger(__name__)
+
+# A pickle-format weights file -> the safetensors file that replaces it.
+_BIN_FILES = {"pytorch_adapter.bin": "adapter.safetensors", "pytorch_model_head.bin": "model_head.safetensors",
+              "adapter_model.bin": "adapter_model.safetensors"}
+SiteKey = tuple[int, str, str]  # (layer, site, bank kind)
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """What the engine knows of a loaded adapter besides its tensors.
+
+    methods: the config's method names; head: the head's config (None without a head);
+    nbytes: host bytes of its serving tensors and head; max_rank: largest LoRA rank (0: none).
+    """
+
+    name: str
+    source: str
+    config: AnyConfig
+    methods: tuple[str, ...]
+    head: HeadConfig | None
+    nbytes: int
+    max_rank: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HostAdapter:
+    """An adapter ready to be written into a slot. sites: (layer, site, kind) -> bank tensors (CPU)."""
+
+    info: AdapterInfo
+    sites: dict[SiteKey, Any]
+    head: PredictionHead | None
+
+
+@dataclass(frozen=True)
+class BaseModelSpec:
+    """What the loader needs of the base model. vocab_size: None for models without one."""
+
+    info: BaseInfo
+    interface: ModelInterface
+    contexts: list[LayerContext]
+    vocab_size: int | None
+
+
+class AdapterLoader:
+    """Name -> HostAdapter, validated.
+
+    Args:
+        sources: resolves names and fetches directories.
+        base: the base model's description.
+        dtype: the serving dtype of every tensor.
+        max_rank: the largest LoRA rank accepted.
+        allow_bin_weights: accept ``.bin`` weights that no safetensors file replaces.
+    """
+
+    def __init__(self, sources: AdapterSources, base: BaseModelSpec, dtype: torch.dtype, max_rank: int,
+                 allow_bin_weights: bool = False) -> None:
+        self.sources = sources
+        self.base = base
+        self.dtype = dtype
+        self.max_rank = max_rank
+        self.allow_bin_weights = allow_bin_weights
+
+    def load(self, name: str) -> HostAdapter:
+        """Read, check and lay out adapter ``name``. Raises an AdapterError subclass."""
+        source = self.sources.resolve(name)
+        directory = self.sources.fetch(name, source)
+        try:
+            return self._load(name, source, directory)
+        except AdapterError:
+            raise
+        except (AdapterLoadError, AdapterConfigError) as err:
+            raise _classify(name, source, err) from None
+
+    def _load(self, name: str, source: AdapterSource, directory: Path) -> HostAdapter:
+        self._check_weight_files(name, source, directory)
+        ckpt = read_checkpoint(directory, self.base.interface, self.base.info)
+        if ckpt.base is not None:
+            ckpt.base.check_fits(self.base.info, "the adapter")
+        self._check_rank(name, source, ckpt)
+        instance = self._modules(name, source, ckpt)
+        sites = self._sites(name, source, instance)
+        head = self._head(name, source, ckpt)
+        nbytes = sum(site_nbytes(site) for site in sites.values()) + _module_nbytes(head)
+        info = AdapterInfo(name=name, source=str(source), config=ckpt.config,
+                           methods=tuple(part.method for part in ckpt.config.parts()), head=ckpt.head_config,
+                           nbytes=nbytes, max_rank=_max_rank(ckpt.config),
+                           metadata={**ckpt.metadata, **source.metadata})
+        return HostAdapter(info, sites, head)
+
+    def _check_weight_files(self, name: str, source: AdapterSource, directory: Path) -> None:
+        if self.allow_bin_weights:
+            return
+        for binary, safe in _BIN_FILES.items():
+            if (directory / binary).exists() and not (directory / safe).exists():
+                raise InvalidAdapterError(name, str(source), f"{binary} is a pickle-format weights file; this "
+                                          "engine serves safetensors (set allow_bin_weights to accept .bin files)")
+
+    def _check_rank(self, name: str, source: AdapterSource, ckpt: AdapterCheckpoint) -> None:
+        rank = _max_rank(ckpt.config)
+        if rank > self.max_rank:
+            raise RankTooLargeError(name, str(source), f"LoRA rank {rank} is above this engine's max rank "
+                                    f"{self.max_rank}")
+
+    def _modules(self, name: str, source: AdapterSource, ckpt: AdapterCheckpoint) -> AdapterInstance:
+        """adapters_lib's modules with the checkpoint's tensors (built on meta, weights assigned)."""
+        try:
+            with torch.device("meta"):
+                instance = AdapterInstance(name, ckpt.config, self.base.contexts)
+        except AdapterConfigError as err:
+            raise UnsupportedAdapterError(name, str(source), str(err)) from None
+        try:
+            instance.load_state_dict(ckpt.weights, strict=True, assign=True)
+        except RuntimeError as err:
+            raise InvalidAdapterError(name, str(source), f"weights do not match its config: {_first_line(err)}") from None
+        return instance
+
+    def _sites(self, name: str, source: AdapterSource, instance: AdapterInstance) -> dict[SiteKey, Any]:
+        sites: dict[SiteKey, Any] = {}
+        for layer, layer_sites in enumerate(instance.layers):
+            for site, methods in layer_sites.items():
+                banks = [self._bank(name, source, module) for module in methods.values()]
+                _check_site_order(name, source, layer, site, banks)
+                for bank, module in zip(banks, methods.values()):
+                    sites[(layer, site, bank.kind)] = self._extract(name, source, bank, module)
+        return sites
+
+    def _bank(self, name: str, source: AdapterSource, module: nn.Module):
+        bank = BANKS.for_module(module)
+        if bank is None:
+            raise UnsupportedAdapterError(name, str(source), f"{type(module).__name__} has no serving layout")
+        return bank
+
+    def _extract(self, name: str, source: AdapterSource, bank, module: nn.Module) -> Any:
+        try:
+            return bank.extract(module, self.dtype)
+        except LayoutError as err:
+            raise UnsupportedAdapterError(name, str(source), str(err)) from None
+
+    def _head(self, name: str, source: AdapterSource, ckpt: AdapterCheckpoint) -> PredictionHead | None:
+        if ckpt.head_config is None:
+            return None
+        head = PredictionHead(ckpt.head_config, self.base.info.hidden_size, self.base.vocab_size)
+        try:
+            head.load_state_dict(ckpt.head_weights or {}, strict=True)
+        except RuntimeError as err:
+            raise InvalidAdapterError(name, str(source), f"head weights do not match its config: {_first_line(err)}") from None
+        return head.to(self.dtype).eval().requires_grad_(False)
+
+
+def _check_site_order(name: str, source: AdapterSource, layer: int, site: str, banks: list) -> None:
+    """The serving order per site (LoRA, IA3 input, IA3 output; one bottleneck) must give the same result."""
+    kinds = [bank.kind for bank in banks]
+    repeated = sorted({kind for kind in kinds if kinds.count(kind) > 1})
+    if repeated:
+        raise UnsupportedAdapterError(name, str(source), f"layer {layer} {site}: several {repeated[0]} methods at "
+                                      "one site have no serving layout")
+    if IA3Bank.kind in kinds and kinds[-1] != IA3Bank.kind:
+        raise UnsupportedAdapterError(name, str(source), f"layer {layer} {site}: the union applies ia3 before "
+                                      f"{kinds[-1]}; serving applies output scaling last (put ia3 last in the union)")
+
+
+def _classify(name: str, source: AdapterSource, err: Exception) -> AdapterError:
+    if isinstance(err, BaseMismatchError):
+        return IncompatibleAdapterError(name, str(source), str(err))
+    if isinstance(err, CorruptCheckpointError):
+        return CorruptAdapterError(name, str(source), str(err))
+    return InvalidAdapterError(name, str(source), str(err))
+
+
+def _max_rank(config: AnyConfig) -> int:
+    return max((part.r for part in config.parts() if part.method == "lora"), default=0)
+
+
+def _module_nbytes(module: nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def _first_line(err: Exception) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return "; ".join(lines[1:4] if len(lines) > 1 else lines)
