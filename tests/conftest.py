@@ -9,6 +9,8 @@ import torch
 import transformers
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tiny models: a second intra-op thread costs more in synchronisation than it gains here.
+torch.set_num_threads(1)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATA = Path(os.environ.get("STITCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -13,24 +13,32 @@ Modules, from the model up:
 * ``cache``      ``AdapterCache``: device slots + host tier, LRU, pins, single-flight loads;
 * ``runner``     ``ModelRunner``: one step (pad, AdapterBatch, forward, heads, pooling);
 * ``scheduler``  ``Scheduler``: admission, batching across adapters, the step thread;
-* ``engine``     ``Engine``: ``classify``, ``embed``, lifecycle, stats;
+* ``kvcache``    ``SequenceKVCache``: the running sequences' keys and values, one row each;
+* ``sampling``   ``SamplingParams``; greedy / temperature / top-k / top-p with per-request generators;
+* ``textstream`` ``TextStream``: incremental detokenization and stop strings;
+* ``decoding``   ``GenerationRunner``: prefill and decode steps of the running batch;
+* ``generation`` ``GenerationScheduler``: continuous batching, chunks, ``GenerationStream``;
+* ``engine``     ``Engine``: ``classify``, ``embed``, ``generate``, lifecycle, stats;
 * ``errors``     the error types; ``config``: ``EngineConfig``.
 """
 from .cache import AdapterCache, CacheStats, Lease
 from .config import EngineConfig
-from .engine import ClassifyResult, EmbedResult, Engine, EngineStats
+from .engine import ClassifyResult, EmbedResult, Engine, EngineStats, GenerationResult
 from .errors import (AdapterError, CorruptAdapterError, EmptyInputError, EngineClosedError, EngineError,
                      IncompatibleAdapterError, InputTooLongError, InvalidAdapterError, InvalidInputError,
                      PathOutsideRootsError, QueueFullError, RankTooLargeError, UnknownAdapterError,
                      UnsupportedAdapterError, UnsupportedTaskError)
+from .generation import GenerationChunk, GenerationStats, GenerationStream
 from .loader import AdapterInfo
+from .sampling import SamplingParams
 from .scheduler import SchedulerStats
 from .sources import AdapterRegistry, RegistryEntry
 
 __all__ = [
     "AdapterCache", "AdapterError", "AdapterInfo", "AdapterRegistry", "CacheStats", "ClassifyResult",
     "CorruptAdapterError", "EmbedResult", "EmptyInputError", "Engine", "EngineClosedError", "EngineConfig",
-    "EngineError", "EngineStats", "IncompatibleAdapterError", "InputTooLongError", "InvalidAdapterError",
+    "EngineError", "EngineStats", "GenerationChunk", "GenerationResult", "GenerationStats", "GenerationStream",
+    "IncompatibleAdapterError", "InputTooLongError", "InvalidAdapterError",
     "InvalidInputError", "Lease", "PathOutsideRootsError", "QueueFullError", "RankTooLargeError", "RegistryEntry",
-    "SchedulerStats", "UnknownAdapterError", "UnsupportedAdapterError", "UnsupportedTaskError",
+    "SamplingParams", "SchedulerStats", "UnknownAdapterError", "UnsupportedAdapterError", "UnsupportedTaskError",
 ]

@@ -30,6 +30,7 @@ from typing import AsyncIterator
 
 from .layers import AdapterSlots
 from .loader import AdapterInfo, AdapterLoader, HostAdapter
+from .stats import SECONDS_BOUNDS, Buckets
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ class CacheStats:
     device_hits / misses: acquires that found the adapter in a slot / did not;
     host_hits: slot fills served from the host tier; loads / load_failures: reads from a
     source; load_seconds / bytes_loaded: over successful reads; device_evictions /
-    host_evictions: adapters dropped from a tier; slots_used, host_bytes: occupancy now.
+    host_evictions: adapters dropped from a tier; slots_used, host_bytes: occupancy now;
+    load_latency: histogram of successful reads' seconds.
     """
 
     device_hits: int = 0
@@ -55,6 +57,7 @@ class CacheStats:
     host_evictions: int = 0
     slots_used: int = 0
     host_bytes: int = 0
+    load_latency: Buckets = Buckets.empty(SECONDS_BOUNDS)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class AdapterCache:
         self._host_bytes = 0
         self._pins: Counter[str] = Counter()
         self._flights: dict[str, asyncio.Task] = {}
+        self._orphans: dict[str, int] = {}  # forgotten while pinned: name -> slot to free on release
         self._released = asyncio.Event()
         self._stats = CacheStats()
 
@@ -127,6 +131,21 @@ class AdapterCache:
         self._pins[name] -= 1
         if self._pins[name] <= 0:
             del self._pins[name]
+            if name in self._orphans:
+                self._free.append(self._orphans.pop(name))
+            self._released.set()
+
+    def forget(self, name: str) -> None:
+        """Drop ``name`` from both tiers; a slot still pinned by requests in flight is freed when they end."""
+        if name in self._host:
+            self._host_bytes -= self._host.pop(name).info.nbytes
+        resident = self._device.pop(name, None)
+        if resident is None:
+            return
+        if self._pins[name]:
+            self._orphans[name] = resident.slot
+        else:
+            self._free.append(resident.slot)
             self._released.set()
 
     def stats(self) -> CacheStats:
@@ -189,7 +208,8 @@ class AdapterCache:
             raise
         seconds = time.perf_counter() - start
         self._stats = replace(self._stats, loads=self._stats.loads + 1, load_seconds=self._stats.load_seconds + seconds,
-                              bytes_loaded=self._stats.bytes_loaded + adapter.info.nbytes)
+                              bytes_loaded=self._stats.bytes_loaded + adapter.info.nbytes,
+                              load_latency=self._stats.load_latency.observe(seconds))
         self._host[name] = adapter
         self._host_bytes += adapter.info.nbytes
         self._trim_host(keep=name)

@@ -32,6 +32,12 @@ class EngineConfig(BaseModel):
     Tasks: ``max_input_tokens`` per input, never above the model's position limit (None: that limit);
     ``embed_pooling`` / ``embed_normalize`` (None: from the model's sentence-transformers
     files, else mean pooling without normalization).
+
+    Generation (causal LMs): at most ``max_batch_size`` sequences run together; a prefill
+    step holds at most ``max_batch_tokens`` padded prompt tokens; ``max_context_tokens``
+    bounds a sequence's prompt plus new tokens (None: the model's position limit, or its
+    sliding window when shorter). The KV cache holds at most ``max_batch_size`` x that many
+    tokens per layer.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -56,6 +62,7 @@ class EngineConfig(BaseModel):
     max_queue: int = Field(1024, ge=1)
 
     max_input_tokens: int | None = Field(None, ge=1)
+    max_context_tokens: int | None = Field(None, ge=2)
     embed_pooling: Literal["mean", "cls", "last"] | None = None
     embed_normalize: bool | None = None
 

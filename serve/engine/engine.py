@@ -4,22 +4,26 @@
     async with engine:
         result = await engine.classify("sst2", ["a fine film"])
         vectors = (await engine.embed(None, ["a fine film"])).vectors
+        text = (await engine.generate_text("chat-lora", "Once upon", SamplingParams(max_new_tokens=32))).text
 
 A call validates and tokenizes its inputs, takes room in the scheduler's queue (or fails
 at once with QueueFullError), pins its adapter in the cache (loading it if cold), queues
 one row per input and awaits the rows' outputs; the adapter is unpinned when the call
-ends, however it ends.
+ends, however it ends. A generation request does the same and then streams its chunks
+(see :mod:`serve.engine.generation`); it keeps its adapter pinned until it finishes.
 """
 from __future__ import annotations
 
 import json
 import logging
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Sequence
+from typing import Any, AsyncGenerator, AsyncIterator, Sequence
 
 import torch
+from jinja2 import TemplateError
 from torch import nn
 
 import kernels
@@ -30,12 +34,17 @@ from adapters_lib.models import load_base_model, resolve_model_path
 from .banks import BankSpec
 from .cache import AdapterCache, CacheStats, Lease
 from .config import EngineConfig
+from .decoding import GenerationRunner
 from .errors import EmptyInputError, InputTooLongError, InvalidInputError, UnsupportedTaskError
+from .generation import (GenerationChunk, GenerationLimits, GenerationScheduler, GenerationStats, GenerationStream,
+                         SequenceState)
 from .layers import AdapterSlots
 from .loader import AdapterInfo, AdapterLoader, BaseModelSpec
 from .runner import ModelRunner
+from .sampling import SamplingParams, make_generator
 from .scheduler import Row, Scheduler, SchedulerConfig, SchedulerStats
 from .sources import AdapterRegistry, AdapterSources
+from .textstream import TextStream
 
 logger = logging.getLogger(__name__)
 
@@ -63,17 +72,34 @@ class EmbedResult:
 
 
 @dataclass(frozen=True)
+class GenerationResult:
+    """A finished generation: its text (stop strings cut), token_ids (generated, a final stop or
+    end-of-sequence token included), finish_reason ("stop" or "length"), token counts, and
+    seconds from the call to the first token and to the end."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    time_to_first_token: float
+    seconds: float
+
+
+@dataclass(frozen=True)
 class EngineStats:
     cache: CacheStats
     scheduler: SchedulerStats
+    generation: GenerationStats = GenerationStats()
 
 
 class Engine:
     """The serving engine of one replica.
 
     Args:
-        model: a base model (``AutoModel``) of an architecture adapters_lib supports; it is
-            frozen, put in eval mode and moved to the config's device and dtype.
+        model: a base model (``AutoModel``) of an architecture adapters_lib supports, or a
+            causal LM (``AutoModelForCausalLM``: it can also generate); it is frozen, put in
+            eval mode and moved to the config's device and dtype.
         tokenizer: its tokenizer; None accepts token-id inputs only.
         config: the engine's settings.
         registry: an adapter registry (overrides ``config.registry``).
@@ -97,24 +123,45 @@ class Engine:
         self.loader = AdapterLoader(self.sources, base, config.torch_dtype, config.max_rank, config.allow_bin_weights)
         self.cache = AdapterCache(self.slots, self.loader, config.max_host_bytes)
         pooling, self.normalize = _embedding_defaults(config, model_path)
-        self.runner = ModelRunner(self.model, self.slots, _pad_token_id(model, tokenizer), pooling)
+        self.runner = ModelRunner(self.model.base_model, self.slots, _pad_token_id(model, tokenizer), pooling)
         self.scheduler = Scheduler(self.runner.run, _scheduler_config(config))
         self.max_input_tokens = min(config.max_input_tokens or config.max_batch_tokens,
                                     _position_limit(model, tokenizer, config))
+        self.max_context_tokens = _context_limit(model, config)
+        self.eos_token_ids = _eos_token_ids(model, tokenizer)
+        self.generation = self._generation(tokenizer) if self.can_generate else None
 
     @classmethod
     def from_config(cls, config: EngineConfig, registry: AdapterRegistry | None = None) -> "Engine":
-        """Load ``config.model`` (packaged name, local directory or Hub id) and build the engine."""
-        model, tokenizer = load_base_model(config.model)
+        """Load ``config.model`` (packaged name, local directory or Hub id; a causal LM with its LM head)
+        and build the engine."""
+        model, tokenizer = load_base_model(config.model, lm_head=True)
         return cls(model, tokenizer, config, registry=registry, model_path=resolve_model_path(config.model))
+
+    def _generation(self, tokenizer) -> GenerationScheduler:
+        config = self.config
+        runner = GenerationRunner(self.model, self.slots, _pad_token_id(self.model, tokenizer), config.max_batch_size,
+                                  self.max_context_tokens)
+        limits = GenerationLimits(max_running=config.max_batch_size, max_prefill_tokens=config.max_batch_tokens,
+                                  max_wait_s=config.max_wait_ms / 1e3)
+        return GenerationScheduler(runner, self.scheduler, limits)
+
+    @property
+    def can_generate(self) -> bool:
+        """Whether the base model is a causal LM with its LM head (the ``generate`` task)."""
+        return _is_causal_lm(self.model)
 
     # -- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
-        """Start the scheduler on the running event loop."""
+        """Start the scheduler (and the generation loop) on the running event loop."""
         await self.scheduler.start()
+        if self.generation is not None:
+            await self.generation.start()
 
     async def stop(self) -> None:
-        """Stop the scheduler (queued requests fail with EngineClosedError) and cancel loads."""
+        """Stop the scheduler (queued and running requests fail with EngineClosedError) and cancel loads."""
+        if self.generation is not None:
+            await self.generation.stop()
         await self.scheduler.stop()
         await self.cache.close()
 
@@ -151,13 +198,75 @@ class Engine:
             vectors = nn.functional.normalize(vectors, dim=-1)
         return EmbedResult(vectors, _tokens(ids))
 
+    async def generate(self, adapter: str | None, prompt: Input,
+                       params: SamplingParams | None = None) -> GenerationStream:
+        """Start generating from ``prompt`` with ``adapter`` (None: the base model alone).
+
+        Returns once the request is admitted and its adapter is pinned (errors such as
+        QueueFullError or UnknownAdapterError raise here); iterate the stream for its
+        chunks. Closing the stream cancels the request."""
+        params = params or SamplingParams()
+        ids = self._encode_prompt(prompt, params)
+        chunks = self._chunks(adapter, ids, params)
+        await chunks.__anext__()  # admitted and pinned
+        return GenerationStream(chunks)
+
+    async def generate_text(self, adapter: str | None, prompt: Input,
+                            params: SamplingParams | None = None) -> GenerationResult:
+        """Generate to the end; the whole text and token ids."""
+        start = time.monotonic()
+        first, text, tokens = None, [], []
+        async with await self.generate(adapter, prompt, params) as stream:
+            async for chunk in stream:
+                first = time.monotonic() - start if first is None else first
+                text.append(chunk.text)
+                tokens.extend(chunk.token_ids)
+        return GenerationResult("".join(text), tokens, chunk.finish_reason, chunk.prompt_tokens,
+                                chunk.completion_tokens, first, time.monotonic() - start)
+
+    def chat_prompt(self, messages: Sequence[dict[str, Any]]) -> str:
+        """The prompt for a chat (``[{"role": ..., "content": ...}, ...]``) from the tokenizer's chat template,
+        ending with the assistant's turn. UnsupportedTaskError when the tokenizer has no template."""
+        if self.tokenizer is None or not getattr(self.tokenizer, "chat_template", None):
+            raise UnsupportedTaskError("this base model's tokenizer has no chat template: send a plain prompt")
+        try:
+            return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        except (TemplateError, ValueError, TypeError) as err:  # the template's own checks (roles, order)
+            raise InvalidInputError(f"the chat template rejected these messages: {err}") from None
+
+    async def _chunks(self, adapter: str | None, ids: list[int],
+                      params: SamplingParams) -> AsyncGenerator[GenerationChunk | None, None]:
+        """Admission, the adapter's lease and the chunks of one generation; yields None once admitted."""
+        with self.scheduler.admit(1) as ticket:
+            async with self._lease(adapter) as lease:
+                sequence = self._sequence(ids, params, lease, ticket)
+                self.generation.submit(sequence)
+                try:
+                    yield None
+                    async for chunk in self.generation.chunks(sequence):
+                        yield chunk
+                finally:
+                    self.generation.cancel(sequence)
+
+    def _sequence(self, ids: list[int], params: SamplingParams, lease: Lease | None, ticket) -> SequenceState:
+        slot, name = (lease.slot, lease.name) if lease is not None else (-1, None)
+        stop_ids = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_token_ids)
+        return SequenceState(prompt=ids, params=params, slot=slot, adapter=name,
+                             generator=make_generator(params, self.device),
+                             text=TextStream(self.tokenizer, ids, params.stop), stop_ids=stop_ids, ticket=ticket)
+
     async def load_adapter(self, name: str) -> AdapterInfo:
         """Make ``name`` resident (e.g. at startup) and describe it; raises the adapter's load error."""
         async with self.cache.lease(name) as lease:
             return lease.info
 
+    def unload(self, name: str) -> None:
+        """Drop adapter ``name`` from the cache; requests in flight with it finish first."""
+        self.cache.forget(name)
+
     def stats(self) -> EngineStats:
-        return EngineStats(self.cache.stats(), self.scheduler.stats())
+        generation = self.generation.stats() if self.generation is not None else GenerationStats()
+        return EngineStats(self.cache.stats(), self.scheduler.stats(), generation)
 
     @asynccontextmanager
     async def _lease(self, adapter: str | None) -> AsyncIterator[Lease | None]:
@@ -180,13 +289,26 @@ class Engine:
                 raise InputTooLongError(f"input {i} has {len(row)} tokens; the limit is {self.max_input_tokens}")
         return ids
 
+    def _encode_prompt(self, prompt: Input, params: SamplingParams) -> list[int]:
+        """A generation prompt's ids; checks the task, the prompt and its room for max_new_tokens."""
+        if self.generation is None:
+            raise UnsupportedTaskError("this base model cannot generate (it is not a causal LM with an LM head)")
+        if params.stop and self.tokenizer is None:
+            raise InvalidInputError("stop strings need a tokenizer; this engine has none (use stop_token_ids)")
+        ids = self._encode([prompt])[0]
+        if len(ids) + params.max_new_tokens > self.max_context_tokens:
+            raise InputTooLongError(f"the prompt has {len(ids)} tokens and max_new_tokens is {params.max_new_tokens}; "
+                                    f"together they may not exceed {self.max_context_tokens}")
+        return ids
+
     def _encode_one(self, index: int, item: Input) -> list[int]:
         if isinstance(item, str):
             if not item.strip():
                 raise EmptyInputError(f"input {index} is empty")
             if self.tokenizer is None:
                 raise InvalidInputError("this engine has no tokenizer: pass token ids")
-            return list(self.tokenizer(item, add_special_tokens=True, verbose=False)["input_ids"])
+            return list(self.tokenizer(item, add_special_tokens=_adds_special_tokens(self.tokenizer, item),
+                                       verbose=False)["input_ids"])
         if not isinstance(item, Sequence) or not all(isinstance(t, int) and not isinstance(t, bool) for t in item):
             raise InvalidInputError(f"input {index} is neither a text nor a list of token ids")
         if not item:
@@ -195,6 +317,12 @@ class Engine:
         if vocab is not None and not all(0 <= t < vocab for t in item):
             raise InvalidInputError(f"input {index} has token ids outside [0, {vocab})")
         return list(item)
+
+
+def _adds_special_tokens(tokenizer, text: str) -> bool:
+    """False for a text that already starts with the BOS token (a chat template's output)."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return not (isinstance(bos, str) and bos and text.startswith(bos))
 
 
 def _rows(ids: list[list[int]], lease: Lease | None, task: str) -> list[Row]:
@@ -240,6 +368,31 @@ def _position_limit(model: nn.Module, tokenizer, config: EngineConfig) -> int:
         positions -= (model.config.pad_token_id or 0) + 1  # their position ids start after the padding id
     limits = [config.max_batch_tokens, positions, getattr(tokenizer, "model_max_length", None)]
     return min(int(limit) for limit in limits if isinstance(limit, int) and 0 < limit < 1_000_000)
+
+
+def _is_causal_lm(model: nn.Module) -> bool:
+    """A generative model with an LM head around its base model (``XForCausalLM``, ``GPT2LMHeadModel``)."""
+    return (model.base_model is not model and getattr(model, "can_generate", lambda: False)()
+            and model.get_output_embeddings() is not None)
+
+
+def _context_limit(model: nn.Module, config: EngineConfig) -> int:
+    """Most tokens of a generated sequence: the config's limit, the model's positions, its sliding window."""
+    options = model.config
+    window = getattr(options, "sliding_window", None)
+    layer_types = getattr(options, "layer_types", None)
+    if layer_types is not None and "sliding_attention" not in layer_types:
+        window = None  # see serve.engine.kvcache: a window shorter than a sequence is not served
+    limits = [config.max_context_tokens, getattr(options, "max_position_embeddings", None), window]
+    return min(int(limit) for limit in limits if isinstance(limit, int) and limit > 0)
+
+
+def _eos_token_ids(model: nn.Module, tokenizer) -> frozenset[int]:
+    """The end-of-sequence tokens of the model's generation config and of its tokenizer."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(ids if isinstance(ids, (list, tuple)) else [ids] if isinstance(ids, int) else [])
+    eos = getattr(tokenizer, "eos_token_id", None)
+    return frozenset(ids | ({eos} if isinstance(eos, int) else set()))
 
 
 def _embedding_defaults(config: EngineConfig, model_path: str | Path | None) -> tuple[str, bool]:

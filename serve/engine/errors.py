@@ -21,6 +21,10 @@ class AdapterError(EngineError):
         self.source = source
         self.reason = reason
 
+    def __reduce__(self):
+        """Pickle by the constructor's arguments, so the error crosses process boundaries (Ray)."""
+        return type(self), (self.adapter, self.source, self.reason)
+
 
 class UnknownAdapterError(AdapterError):
     """No registry entry, local directory (under the configured roots) or Hub repo has this name."""

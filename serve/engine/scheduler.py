@@ -11,6 +11,11 @@ Picking rows (:meth:`Scheduler.pick`): oldest first, at most ``max_batch_size`` 
 ``max_rows_per_adapter`` rows of each adapter, so one adapter's burst cannot fill the
 step while other adapters wait; a second pass fills what room is left, oldest first.
 The oldest row is always picked, so no row waits forever.
+
+Generation (:mod:`serve.engine.generation`) shares the queue and the thread: a generation
+request is admitted here, leaves the queue (:meth:`Scheduler.take`) when it joins the
+running batch, and its steps run through :meth:`Scheduler.execute`, taking turns with
+these steps.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 from .errors import EngineClosedError, QueueFullError
+from .stats import BATCH_BOUNDS, Buckets
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +82,8 @@ class Ticket:
 @dataclass(frozen=True)
 class SchedulerStats:
     """steps / rows / padded_tokens: totals of the steps run; queued: rows waiting now;
-    largest_step: most rows in one step; step_seconds: total time inside steps."""
+    largest_step: most rows in one step; step_seconds: total time inside steps;
+    batch_size / batch_adapters: histograms of rows and of distinct adapters per step."""
 
     steps: int = 0
     rows: int = 0
@@ -84,6 +91,8 @@ class SchedulerStats:
     largest_step: int = 0
     step_seconds: float = 0.0
     queued: int = 0
+    batch_size: Buckets = Buckets.empty(BATCH_BOUNDS)
+    batch_adapters: Buckets = Buckets.empty(BATCH_BOUNDS)
 
 
 class Scheduler:
@@ -145,6 +154,17 @@ class Scheduler:
         self._changed.set()
         return list(await asyncio.gather(*(row.future for row in rows)))
 
+    def take(self, ticket: Ticket, rows: int = 1) -> None:
+        """``rows`` rows of an admitted request start running: they leave the queue."""
+        ticket.rows -= rows
+        self._admitted -= rows
+
+    async def execute(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run ``function(*args)`` in the step thread, where every step of every task runs, one at a time."""
+        if self._executor is None:
+            raise EngineClosedError("the engine is not running (call start())")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
     def withdraw(self, ticket: Ticket) -> None:
         """Give back a ticket's room: its rows not picked yet leave the queue."""
         mine = [row for row in self._ready if row.ticket is ticket]
@@ -174,8 +194,7 @@ class Scheduler:
                     longest = max(longest, len(row))
         self._ready = [row for row in self._ready if id(row) not in chosen]
         for row in chosen.values():
-            row.ticket.rows -= 1
-        self._admitted -= len(chosen)
+            self.take(row.ticket)
         return list(chosen.values())
 
     def _fits(self, rows: int, longest: int) -> bool:
@@ -208,7 +227,7 @@ class Scheduler:
     async def _step(self, rows: list[Row]) -> None:
         start = time.perf_counter()
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_step, rows)
+            outputs = await self.execute(self._run_step, rows)
         except asyncio.CancelledError:
             for row in rows:
                 _fail(row, EngineClosedError("the engine stopped during this step"))
@@ -227,7 +246,9 @@ class Scheduler:
         s = self._stats
         self._stats = replace(s, steps=s.steps + 1, rows=s.rows + len(rows),
                               padded_tokens=s.padded_tokens + len(rows) * max(map(len, rows)),
-                              largest_step=max(s.largest_step, len(rows)), step_seconds=s.step_seconds + seconds)
+                              largest_step=max(s.largest_step, len(rows)), step_seconds=s.step_seconds + seconds,
+                              batch_size=s.batch_size.observe(len(rows)),
+                              batch_adapters=s.batch_adapters.observe(len({r.adapter for r in rows} - {None})))
 
 
 def _fail(row: Row, err: BaseException) -> None:

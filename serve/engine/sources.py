@@ -60,6 +60,13 @@ class AdapterRegistry:
     def entries(self) -> list[RegistryEntry]:
         return list(self._entries.values())
 
+    def add(self, entry: RegistryEntry) -> None:
+        """Register (or replace) an entry."""
+        self._entries[entry.name] = entry
+
+    def remove(self, name: str) -> None:
+        self._entries.pop(name, None)
+
 
 @dataclass(frozen=True)
 class AdapterSource:
