@@ -49,3 +49,27 @@ def test_manifest_and_serve_config_name_the_same_app():
     worker = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert in_cluster["applications"][0]["args"]["num_gpus_per_replica"] == 1
+
+
+def test_both_deploy_configs_build_the_app():
+    from ray.serve import Application
+
+    from serve.http.app import build_app
+
+    manifest = yaml.safe_load((ROOT / "deploy" / "rayservice.yaml").read_text())
+    configs = [yaml.safe_load(manifest["spec"]["serveConfigV2"]),
+               yaml.safe_load((ROOT / "deploy" / "serve_config.yaml").read_text())]
+    for config in configs:
+        app = build_app(config["applications"][0]["args"])
+        assert isinstance(app, Application)
+
+
+def test_bad_args_are_refused_by_name():
+    from pydantic import ValidationError
+
+    from serve.http.app import build_app
+
+    with pytest.raises(ValidationError, match="max_slotz"):
+        build_app({"engine": {"max_slotz": 3}})
+    with pytest.raises(ValidationError, match="max_replicas"):
+        build_app({"replicas": 4, "max_replicas": 2})

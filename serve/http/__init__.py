@@ -1,0 +1,1 @@
+"""The HTTP layer: OpenAI-style schemas, error mapping, Prometheus metrics and the Ray Serve app."""
