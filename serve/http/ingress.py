@@ -11,15 +11,17 @@ from typing import Any, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 
 from ..engine import RegistryEntry
 from .args import StitchArgs
 from .errors import HTTPError, engine_error_response, error_response
+from . import openai_format as oai
 from .metrics import Metrics
-from .schemas import (Classification, ClassifyRequest, ClassifyResponse, Embedding, EmbeddingRequest,
-                      EmbeddingResponse, ModelCard, ModelList, RegisterAdapterRequest, Usage, encode_vector)
+from .schemas import (ChatCompletionRequest, Classification, ClassifyRequest, ClassifyResponse, CompletionRequest,
+                      Embedding, EmbeddingRequest, EmbeddingResponse, ModelCard, ModelList, RegisterAdapterRequest,
+                      Usage, encode_vector)
 
 REPLICA_HEADER = "X-Stitch-Replica"
 
@@ -94,7 +96,8 @@ class Ingress:
         """The adapter a request's ``model`` names; None for the base model."""
         return None if model == self.args.base_name() else model
 
-    async def _call(self, endpoint: str, adapter: str | None, method: str, *args) -> tuple[dict | None, Response | None]:
+    async def _call(self, adapter: Optional[str], method: str, *args):
+        """(answer, None) from a model replica, or (None, an error response)."""
         handle = self.replica.options(multiplexed_model_id=adapter or "")
         try:
             answer = await getattr(handle, method).remote(*args)
@@ -103,10 +106,10 @@ class Ingress:
         self.metrics.replicas.update(answer["replica"], answer["stats"])
         return answer, None
 
-    def _record(self, endpoint: str, started: float, response: Response | None, adapter: str | None,
-                tokens: int = 0) -> None:
+    def _record(self, endpoint: str, started: float, response: Optional[Response], adapter: Optional[str],
+                tokens_in: int = 0, tokens_out: int = 0) -> None:
         status = response.status_code if response is not None else 200
-        self.metrics.observe(endpoint, status, time.perf_counter() - started, adapter, tokens_in=tokens)
+        self.metrics.observe(endpoint, status, time.perf_counter() - started, adapter, tokens_in, tokens_out)
 
     def _require_admin(self, request: Request) -> None:
         if self.args.api_key is None:
@@ -123,7 +126,7 @@ class Ingress:
                                            "head; name an adapter", "unsupported_task", "model")
             self._record("classify", started, response, adapter)
             return response
-        answer, failure = await self._call("classify", adapter, "classify", body.texts())
+        answer, failure = await self._call(adapter, "classify", body.texts())
         self._record("classify", started, failure, adapter, answer["tokens"] if answer else 0)
         if failure is not None:
             return failure
@@ -137,7 +140,7 @@ class Ingress:
     @app.post("/v1/embeddings")
     async def embeddings(self, body: EmbeddingRequest):
         started, adapter = time.perf_counter(), self._adapter(body.model)
-        answer, failure = await self._call("embeddings", adapter, "embed", body.inputs())
+        answer, failure = await self._call(adapter, "embed", body.inputs())
         self._record("embeddings", started, failure, adapter, answer["tokens"] if answer else 0)
         if failure is not None:
             return failure
@@ -145,6 +148,67 @@ class Ingress:
                 for i, vector in enumerate(answer["vectors"])]
         usage = Usage(prompt_tokens=answer["tokens"], total_tokens=answer["tokens"])
         return _json(EmbeddingResponse(model=body.model, data=data, usage=usage), answer)
+
+    @app.post("/v1/completions")
+    async def completions(self, body: CompletionRequest):
+        prompts = body.prompts()
+        if body.echo:
+            raise HTTPError(400, "echo is not supported", "unsupported_parameter", "echo")
+        if body.stream and len(prompts) > 1:
+            raise HTTPError(400, "stream takes one prompt", "unsupported_parameter", "prompt")
+        return await self._generate("completions", body, prompts, chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(self, body: ChatCompletionRequest):
+        messages = [m.model_dump() for m in body.messages]
+        return await self._generate("chat", body, [messages], chat=True)
+
+    async def _generate(self, endpoint: str, body, prompts: list, chat: bool):
+        started, adapter = time.perf_counter(), self._adapter(body.model)
+        if body.stream:
+            return await self._stream(endpoint, body, prompts[0], chat, started, adapter)
+        calls = [self._call(adapter, "generate", p, body.sampling(), chat) for p in prompts]
+        results = await asyncio.gather(*calls)
+        failure = next((f for _, f in results if f is not None), None)
+        answers = [a for a, _ in results if a is not None]
+        self._record(endpoint, started, failure, adapter, sum(a["prompt_tokens"] for a in answers),
+                     sum(a["completion_tokens"] for a in answers))
+        if failure is not None:
+            return failure
+        for a in answers:
+            self.metrics.observe_tokens(endpoint, a["ttft"], a["seconds"], a["completion_tokens"])
+        return oai.completion_body(oai.new_id(chat), body.model, answers, chat)
+
+    async def _stream(self, endpoint: str, body, prompt, chat: bool, started: float, adapter: Optional[str]):
+        handle = self.replica.options(multiplexed_model_id=adapter or "", stream=True)
+        chunks = handle.generate_stream.remote(prompt, body.sampling(), chat)
+        try:
+            first = await chunks.__anext__()
+        except Exception as err:  # admission errors arrive before any token
+            failure = engine_error_response(err)
+            self._record(endpoint, started, failure, adapter)
+            return failure
+        self.metrics.replicas.update(first["replica"], first["stats"])
+        events = self._events(endpoint, body, chunks, chat, started, adapter)
+        return StreamingResponse(events, media_type="text/event-stream", headers={REPLICA_HEADER: first["replica"]})
+
+    async def _events(self, endpoint: str, body, chunks, chat: bool, started: float, adapter: Optional[str]):
+        request_id, first_token, last = oai.new_id(chat), None, None
+        if chat:
+            yield oai.sse_chunk(request_id, body.model, chat, role=True)
+        async for chunk in chunks:
+            first_token = first_token or (time.perf_counter() if chunk["completion_tokens"] else None)
+            last = chunk
+            if chunk["text"] or chunk["finish_reason"]:
+                yield oai.sse_chunk(request_id, body.model, chat, chunk["text"], chunk["finish_reason"])
+        if last is not None and body.include_usage():
+            yield oai.sse_chunk(request_id, body.model, chat,
+                                final_usage=oai.usage(last["prompt_tokens"], last["completion_tokens"]))
+        yield oai.DONE
+        tokens = last["completion_tokens"] if last else 0
+        self._record(endpoint, started, None, adapter, last["prompt_tokens"] if last else 0, tokens)
+        if first_token is not None:
+            self.metrics.observe_tokens(endpoint, first_token - started, time.perf_counter() - started, tokens)
 
     # -- models and adapters ------------------------------------------------------
     @app.get("/v1/models")
@@ -166,7 +230,7 @@ class Ingress:
         version = await self.directory.register.remote(entry)
         if not body.load:
             return {"object": "adapter", "id": body.name, "loaded": False}
-        answer, failure = await self._call("adapters", body.name, "describe", body.name, version)
+        answer, failure = await self._call(body.name, "describe", body.name, version)
         if failure is not None:
             await self.directory.unregister.remote(body.name)
             return failure

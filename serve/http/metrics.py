@@ -130,5 +130,11 @@ class Metrics:
         if status < 400:
             self.adapter_requests.labels(self.adapter_label(adapter)).inc()
 
+    def observe_tokens(self, endpoint: str, ttft: float, seconds: float, completion_tokens: int) -> None:
+        """Time to first token, and time per output token after the first."""
+        self.ttft.labels(endpoint).observe(ttft)
+        if completion_tokens > 1:
+            self.tpot.labels(endpoint).observe((seconds - ttft) / (completion_tokens - 1))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -19,6 +19,7 @@ from typing import Any
 from ray import serve
 
 from ..engine import Engine, RegistryEntry
+from ..engine.sampling import SamplingParams
 from ..engine.sources import AdapterRegistry
 from .args import StitchArgs
 
@@ -110,6 +111,27 @@ class ModelReplica:
         adapter = await self._leased_adapter()
         result = await self.engine.embed(adapter, inputs)
         return self._answer(vectors=result.vectors.tolist(), tokens=result.num_tokens)
+
+    async def generate(self, prompt, params: dict[str, Any], chat: bool = False) -> dict[str, Any]:
+        """Generate to the end. prompt: a text, token ids, or chat messages (``chat``)."""
+        await self._ready()
+        adapter = await self._leased_adapter()
+        text = self.engine.chat_prompt(prompt) if chat else prompt
+        result = await self.engine.generate_text(adapter, text, SamplingParams(**params))
+        return self._answer(text=result.text, finish_reason=result.finish_reason, prompt_tokens=result.prompt_tokens,
+                            completion_tokens=result.completion_tokens, ttft=result.time_to_first_token,
+                            seconds=result.seconds)
+
+    async def generate_stream(self, prompt, params: dict[str, Any], chat: bool = False):
+        """Stream chunks as dicts; the first item is ``{"started": True, ...}`` once admitted."""
+        await self._ready()
+        adapter = await self._leased_adapter()
+        text = self.engine.chat_prompt(prompt) if chat else prompt
+        async with await self.engine.generate(adapter, text, SamplingParams(**params)) as stream:
+            yield self._answer(started=True)
+            async for chunk in stream:
+                yield {"text": chunk.text, "finish_reason": chunk.finish_reason,
+                       "prompt_tokens": chunk.prompt_tokens, "completion_tokens": chunk.completion_tokens}
 
     async def describe(self, name: str, min_version: int = -1) -> dict[str, Any]:
         """Load ``name`` (raising its load error) and describe it, with registrations up to ``min_version``."""

@@ -117,3 +117,57 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class _GenerationRequest(_Request):
+    """Sampling fields shared by completions and chat (OpenAI names; top_k and seed as vLLM)."""
+
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0)
+    n: int = Field(1, ge=1, le=1)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    user: str | None = None
+
+    def sampling(self, default_max_tokens: int = 16) -> dict[str, Any]:
+        """Keyword arguments of the engine's SamplingParams."""
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return {"max_new_tokens": self.max_tokens or default_max_tokens, "temperature": self.temperature,
+                "top_p": self.top_p, "top_k": self.top_k, "seed": self.seed, "stop": stop}
+
+    def include_usage(self) -> bool:
+        return bool((self.stream_options or {}).get("include_usage"))
+
+
+class CompletionRequest(_GenerationRequest):
+    """OpenAI's completions body: ``prompt`` is one text or one list of token ids."""
+
+    prompt: str | list[int] | list[str] = Field(min_length=1)
+    echo: bool = False
+
+    def prompts(self) -> list[str | list[int]]:
+        if isinstance(self.prompt, str) or all(isinstance(t, int) for t in self.prompt):
+            return [self.prompt]
+        return list(self.prompt)
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str
+
+
+class ChatCompletionRequest(_GenerationRequest):
+    """OpenAI's chat completions body (text content only)."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+    def sampling(self, default_max_tokens: int = 16) -> dict[str, Any]:
+        params = super().sampling(default_max_tokens)
+        params["max_new_tokens"] = self.max_completion_tokens or params["max_new_tokens"]
+        return params

@@ -187,3 +187,10 @@ def test_requests_land_on_the_replica_that_holds_the_adapter(client):
     for _ in range(4):
         for model, first in warm.items():
             assert replica(model) == first
+
+
+def test_generation_on_an_encoder_base_is_a_clear_400(client):
+    r = client.post("/v1/completions", json={"model": BASE, "prompt": "hello"})
+    assert "generat" in _error(r, 400, "unsupported_task")["message"]
+    r = client.post("/v1/chat/completions", json={"model": BASE, "messages": [{"role": "user", "content": "hi"}]})
+    assert "chat template" in _error(r, 400, "unsupported_task")["message"]
