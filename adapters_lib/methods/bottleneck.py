@@ -147,36 +147,40 @@ class Bottleneck(nn.Module):
 
     def forward(self, h: torch.Tensor, r: torch.Tensor, layer_norm: nn.Module | None) -> torch.Tensor:
         """h: sublayer output [..., H]; r: residual stream [..., H]; returns h' [..., H]."""
-        out = self._parallel(h, r) if self.config.is_parallel else self._sequential(h, r, layer_norm)
-        if self.config.original_ln_after:
-            return out  # the model adds r (and applies its layer norm), as post_forward would
+        cfg = self.config
+        x, residual = adapter_inputs(h, r, layer_norm, cfg)
+        residual_first = cfg.adapter_residual_before_ln and not cfg.is_parallel
+        out = self.branch(x)
+        if residual_first:
+            out = out + residual
+        if self.norm_after is not None:
+            out = self.norm_after(out)
+        if not residual_first:
+            out = out + residual
+        if cfg.original_ln_after:
+            return out  # the model adds r (and applies its layer norm), as AdapterHub's post_forward would
         return out - r  # pre-LN model: cancel the residual add it is about to do
 
-    def _parallel(self, h: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        out = self.branch(r)
-        if self.norm_after is not None:
-            out = self.norm_after(out)
-        return out + h
 
-    def _sequential(self, h: torch.Tensor, r: torch.Tensor, layer_norm: nn.Module | None) -> torch.Tensor:
-        cfg = self.config
-        x, residual = h, h
-        if cfg.original_ln_before:
-            x = h + r
-            if cfg.residual_before_ln == "post_add":
-                residual = x
-            if layer_norm is not None:
-                x = layer_norm(x)
-        if cfg.residual_before_ln is False:
+def adapter_inputs(h: torch.Tensor, r: torch.Tensor, layer_norm: nn.Module | None, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """(adapter input, adapter residual) at a site with sublayer output h and residual stream r.
+
+    A parallel adapter reads r and its output is added to h. A sequential one reads h, or
+    LN(h + r) with original_ln_before; its residual is taken as residual_before_ln says.
+    ``cfg``: anything with is_parallel, original_ln_before and residual_before_ln.
+    """
+    if cfg.is_parallel:
+        return r, h
+    x, residual = h, h
+    if cfg.original_ln_before:
+        x = h + r
+        if cfg.residual_before_ln == "post_add":
             residual = x
-        out = self.branch(x)
-        if cfg.adapter_residual_before_ln:
-            out = out + residual
-        if self.norm_after is not None:
-            out = self.norm_after(out)
-        if not cfg.adapter_residual_before_ln:
-            out = out + residual
-        return out
+        if layer_norm is not None:
+            x = layer_norm(x)
+    if cfg.residual_before_ln is False:
+        residual = x
+    return x, residual
 
 
 def build_layer(config: BottleneckConfig, ctx: LayerContext) -> dict[str, nn.Module]:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from adapters_lib.methods.bottleneck import Bottleneck
+from adapters_lib.methods.bottleneck import Bottleneck, adapter_inputs
 from kernels import AdapterBatch
 from kernels.activations import canonical_activation
 
@@ -159,7 +159,7 @@ class BottleneckBank(SlotBank):
                  v: BottleneckVariant, batch: AdapterBatch) -> torch.Tensor:
         """Bottleneck.forward for the tokens of ``batch``'s slots (other rows are garbage)."""
         index = batch.slots.clamp(min=0)                     # index: [T]
-        x, residual = _inputs(h, r, layer_norm, v)           # x, residual: [T, H]
+        x, residual = adapter_inputs(h, r, layer_norm, v)           # x, residual: [T, H]
         if v.ln_before_eps is not None:
             x = _slot_norm(x, self.ln_before_w, self.ln_before_b, index, v.ln_before_eps)
         out = self.spec.backend.bottleneck(x, self.down_w, self.down_b, self.up_w, self.up_b, v.activation, batch)
@@ -171,23 +171,6 @@ class BottleneckBank(SlotBank):
         if not v.adapter_residual_before_ln:
             out = out + residual
         return out if v.original_ln_after else out - r
-
-
-def _inputs(h: torch.Tensor, r: torch.Tensor, layer_norm: nn.Module | None,
-            v: BottleneckVariant) -> tuple[torch.Tensor, torch.Tensor]:
-    """(adapter input, adapter residual), as Bottleneck._parallel / _sequential take them."""
-    if v.is_parallel:
-        return r, h
-    x, residual = h, h
-    if v.original_ln_before:
-        x = h + r
-        if v.residual_before_ln == "post_add":
-            residual = x
-        if layer_norm is not None:
-            x = layer_norm(x)
-    if v.residual_before_ln is False:
-        residual = x
-    return x, residual
 
 
 def _slot_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, index: torch.Tensor,
