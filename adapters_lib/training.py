@@ -21,13 +21,14 @@ import math
 import os
 import shlex
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .heads import HeadConfig, PredictionHead
 from .model import HeadOutput, init
@@ -89,6 +90,8 @@ class TrainArgs:
         bad = [name for name, value in positive.items() if value < 1]
         if bad:
             raise TrainingError(f"these options must be at least 1: {', '.join(bad)}")
+        if not 0 <= self.warmup < 1:
+            raise TrainingError(f"warmup is a fraction of the steps, 0 <= warmup < 1; got {self.warmup}")
         if self.label_names is not None and (len(set(self.label_names)) != len(self.label_names)
                                              or len(self.label_names) < 2 or "" in self.label_names):
             raise TrainingError(f"label names must be 2 or more distinct non-empty names, got {list(self.label_names)}")
@@ -112,7 +115,7 @@ class TrainArgs:
         for field in fields(resolved):
             value = getattr(resolved, field.name)
             flag = _FLAGS.get(field.name, "--" + field.name.replace("_", "-"))
-            if value is None or value is False:
+            if value is None or value is False or (field.name == "method" and self.full_finetune):
                 continue
             words += [flag] if value is True else [flag, ",".join(value) if isinstance(value, tuple) else str(value)]
         return shlex.join(words)
@@ -187,22 +190,26 @@ def infer_label_names(rows: list[tuple[str, str, int]], path: str) -> list[str]:
     return [str(i) for i in range(count)]
 
 
-def encode(rows: list[tuple[str, str, int]], names: list[str], tokenizer, max_length: int, path: str) -> Examples:
-    """Tokenize the texts (truncated to max_length tokens) and index the labels."""
-    labels = [parse_label(value, names, f"{path} line {line}") for _, value, line in rows]
-    ids = tokenizer([text for text, _, _ in rows], truncation=True, max_length=max_length)["input_ids"]
-    return Examples(ids=ids, labels=torch.tensor(labels))
+@dataclass
+class LabeledRows:
+    """A TSV file's texts and their class indices."""
 
+    path: str
+    texts: list[str]
+    labels: list[int]
 
-def load_examples(args: TrainArgs, tokenizer) -> tuple[Examples, Examples | None, list[str]]:
-    """The training and evaluation examples and the label names."""
-    rows = read_tsv(args.data)
-    names = list(args.label_names) if args.label_names else infer_label_names(rows, args.data)
-    train_set = encode(rows, names, tokenizer, args.max_length, args.data)
-    eval_set = None
-    if args.eval_data is not None:
-        eval_set = encode(read_tsv(args.eval_data), names, tokenizer, args.max_length, args.eval_data)
-    return train_set, eval_set, names
+    @classmethod
+    def read(cls, path: str, names: list[str] | None = None) -> tuple["LabeledRows", list[str]]:
+        """Read ``path``; without ``names``, infer them (labels must then be indices)."""
+        rows = read_tsv(path)
+        names = names or infer_label_names(rows, path)
+        labels = [parse_label(value, names, f"{path} line {line}") for _, value, line in rows]
+        return cls(path, [text for text, _, _ in rows], labels), names
+
+    def encode(self, tokenizer, max_length: int) -> Examples:
+        """Tokenize the texts, truncated to max_length tokens."""
+        ids = tokenizer(self.texts, truncation=True, max_length=max_length)["input_ids"]
+        return Examples(ids=ids, labels=torch.tensor(self.labels))
 
 
 def collate(examples: Examples, index: list[int], pad_id: int) -> dict[str, torch.Tensor]:
@@ -283,12 +290,17 @@ def linear_schedule(total_steps: int, warmup_steps: int):
 
 
 def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 # -- the run ---------------------------------------------------------------------------
-class _Run:
-    """One training run: the loop, periodic evaluation, and keeping the best checkpoint."""
+class Trainer:
+    """One training run: the loop, periodic evaluation, and keeping the best checkpoint.
+
+    ``model`` is in train mode with only its trainable parameters requiring grad;
+    ``pad_id`` pads batches; ``eval_set`` None means no evaluation.
+    """
 
     def __init__(self, args: TrainArgs, model: nn.Module, labels: list[str], pad_id: int,
                  train_set: Examples, eval_set: Examples | None) -> None:
@@ -309,8 +321,8 @@ class _Run:
         logger.info("training %s: %d trainable parameters, %d steps", self.what(), self.trainable_params,
                     self.total_steps)
         batches = shuffled_batches(len(self.train_set), self.args.batch_size, self.args.seed)
-        with tqdm(total=self.total_steps, desc=f"train {self.args.adapter_name}", unit="step",
-                  disable=not progress, dynamic_ncols=True) as bar:
+        with logging_redirect_tqdm(), tqdm(total=self.total_steps, desc=f"train {self.args.adapter_name}",
+                                           unit="step", disable=not progress, dynamic_ncols=True) as bar:
             for step in range(1, self.total_steps + 1):
                 loss = self.step(next(batches))
                 bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
@@ -322,7 +334,9 @@ class _Run:
                            self.train_seconds, out)
 
     def what(self) -> str:
-        return "full fine-tuning" if self.args.full_finetune else f"adapter {self.args.adapter_name!r} ({self.args.method})"
+        if self.args.full_finetune:
+            return "full fine-tuning"
+        return f"adapter {self.args.adapter_name!r} ({self.args.method})"
 
     def step(self, index: list[int]) -> float:
         """One optimizer step on one batch; returns its loss."""
@@ -334,7 +348,7 @@ class _Run:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.train_seconds += time.perf_counter() - start
-        return float(loss)
+        return float(loss.detach())
 
     def checkpoint(self, step: int) -> None:
         """Evaluate; when accuracy improved (or there is no evaluation set), save."""
@@ -366,19 +380,29 @@ class _Run:
         logger.info("saved %s (step %d) to %s", self.args.adapter_name, metrics["steps"], self.args.out)
 
 
+def prepare(args: TrainArgs) -> Trainer:
+    """Read the data, load the base model, add the adapter and head: a Trainer ready to fit.
+
+    Raises TrainingError for bad options or data (checked before the model loads),
+    ModelLoadError for a model that cannot be loaded, AdapterConfigError for a bad method.
+    """
+    torch.set_num_threads(args.threads or available_cpus())
+    train_rows, labels = LabeledRows.read(args.data, list(args.label_names or ()))
+    eval_rows = LabeledRows.read(args.eval_data, labels)[0] if args.eval_data else None
+    base, tokenizer = load_base_model(args.model)
+    train_set = train_rows.encode(tokenizer, args.max_length)
+    eval_set = eval_rows.encode(tokenizer, args.max_length) if eval_rows else None
+    model = build_model(args, base, labels)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return Trainer(args, model, labels, pad_id, train_set, eval_set)
+
+
 def train(args: TrainArgs, progress: bool = True) -> TrainResult:
     """Train an adapter (or, with ``full_finetune``, the whole model) as ``args`` say.
 
-    Deterministic for a given seed and thread count. Raises TrainingError for bad options
-    or data, ModelLoadError for a model that cannot be loaded, AdapterConfigError for a bad
-    method config.
+    Deterministic for a given seed and thread count. ``progress``: show a progress bar.
     """
-    torch.set_num_threads(args.threads or available_cpus())
-    base, tokenizer = load_base_model(args.model)
-    train_set, eval_set, labels = load_examples(args, tokenizer)
-    model = build_model(args, base, labels)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return _Run(args, model, labels, pad_id, train_set, eval_set).fit(progress)
+    return prepare(args).fit(progress)
 
 
 # -- command line ----------------------------------------------------------------------
@@ -386,24 +410,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``stitch train``'s options (one per TrainArgs field)."""
     add = parser.add_argument
     add("--data", required=True, help="training TSV (header line; text<TAB>label)")
-    add("--model", default=DEFAULT_MODEL, help="packaged model name, local directory or Hub id (default: %(default)s)")
-    add("--method", default="seq_bn", help='adapter config string, e.g. seq_bn, "lora[r=8,alpha=16]" (default: %(default)s)')
+    add("--model", help="packaged model name, local directory or Hub id (default: %(default)s)")
+    add("--method", help='adapter config string, e.g. seq_bn, "lora[r=8,alpha=16]" (default: %(default)s)')
     add("--eval", dest="eval_data", help="validation TSV; accuracy picks the best checkpoint")
     add("--out", help="directory for the best checkpoint (default: save nothing)")
     add("--name", help="adapter name (default: --out's directory name)")
     add("--dataset", help="dataset name for the metadata (default: --data's directory name)")
     add("--label-names", help="comma-separated class names in index order, e.g. negative,positive")
-    add("--epochs", type=int, default=1, help="passes over the data (default: %(default)s)")
+    add("--epochs", type=int, help="passes over the data (default: %(default)s)")
     add("--max-steps", type=int, help="optimizer steps; overrides --epochs")
     add("--lr", type=float, help="peak learning rate (default: 1e-3 adapters, 5e-5 full fine-tuning)")
-    add("--batch-size", type=int, default=32, help="(default: %(default)s)")
-    add("--max-length", type=int, default=128, help="tokens per text, longer ones truncated (default: %(default)s)")
-    add("--warmup", type=float, default=0.06, help="fraction of steps of linear lr warmup (default: %(default)s)")
-    add("--pooling", choices=["mean", "cls", "last"], default="mean", help="head pooling (default: %(default)s)")
+    add("--batch-size", type=int, help="(default: %(default)s)")
+    add("--max-length", type=int, help="tokens per text, longer ones truncated (default: %(default)s)")
+    add("--warmup", type=float, help="fraction of steps of linear lr warmup (default: %(default)s)")
+    add("--pooling", choices=["mean", "cls", "last"], help="head pooling (default: %(default)s)")
     add("--eval-every", type=int, help="steps between evaluations (default: only at the end)")
-    add("--seed", type=int, default=0, help="(default: %(default)s)")
+    add("--seed", type=int, help="(default: %(default)s)")
     add("--threads", type=int, help="torch CPU threads (default: all available CPUs)")
     add("--full-finetune", action="store_true", help="baseline: train the whole model and a head, no adapter")
+    parser.set_defaults(**{f.name: f.default for f in fields(TrainArgs) if f.default is not MISSING})
 
 
 def args_from_namespace(namespace: argparse.Namespace) -> TrainArgs:
