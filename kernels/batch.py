@@ -9,8 +9,8 @@ Coordinates used below:
 * a *sorted position* ``p`` is an index into ``order``: tokens stably sorted by slot,
   so the base-only tokens (slot -1) come first, then slot ``active_slots[0]``, and so on;
 * a *segment* is the run of sorted positions of one active slot;
-* a *tile* is a fixed-size chunk of one segment (``tile_rows`` tokens, the last tile of a
-  segment padded): the unit of the batched matmuls of the torch backend.
+* a *tile* is ``tile_rows`` tokens of one slot, the unit of the torch backend's batched
+  matmuls (see :mod:`kernels.tiling` for how tiles are planned).
 """
 from __future__ import annotations
 
@@ -19,13 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-TILE_COST_ROWS = 16
-"""Cost of one extra tile, in padded token rows, when ``from_slots`` picks ``tile_rows``.
-
-Each tile costs one weight gather (``r * (H_in + H_out)`` values) and one small matmul;
-each padded row costs one activation row. 16 matches rank-16 adapters and the CPU
-measurements in ``benchmarks/kernels/bench_lora.py``.
-"""
+from kernels.tiling import plan_tiles
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,7 +28,10 @@ class AdapterBatch:
 
     Build it with :meth:`AdapterBatch.from_slots`; every tensor lives on the device of
     the slots it was built from (move it with :meth:`to`). The python-side fields
-    (``segments``, counts, flags) let the backends plan without reading the device.
+    (``segments``, ``tile_rows``, ``tile_span``, counts, flags) let the backends plan
+    without reading the device. The segments serve the Triton kernels; the tiles (planned
+    by :func:`kernels.tiling.plan_tiles`, which is where the torch backend's choice between
+    decode-like and prefill-like strategies lives) serve the torch backend.
     """
 
     slots: torch.Tensor
@@ -54,7 +51,7 @@ class AdapterBatch:
     segments: tuple[tuple[int, int, int], ...]
     """(slot, start, end) of each active slot, in sorted positions: ``order[start:end]``."""
     tile_rows: int
-    """C: tokens per tile (>= 1; 0 when no token has an adapter)."""
+    """C: tokens per tile (0 when no token has an adapter)."""
     tile_slots: torch.Tensor
     """[N] int64: slot of tile i."""
     tile_tokens: torch.Tensor
@@ -63,11 +60,11 @@ class AdapterBatch:
     """[N, C] bool: False on padding rows."""
     tiles_padded: bool
     """Whether any tile has padding rows."""
-    tokens_grouped: bool
-    """Whether the tokens already come sorted by slot (``order`` is the identity).
-
-    A scheduler that lays requests out by slot gets this, and the torch backend then
-    works on views of the activations instead of gathering rows."""
+    tile_span: tuple[int, int] | None
+    """(first, end) when ``tile_tokens`` is exactly ``arange(first, end).view(N, C)``: the
+    tiles are then views of the activations' rows first..end (no gather). Happens when the
+    tokens with an adapter form one range of equal-length runs, e.g. requests of equal
+    length, tokens laid out by slot, or one adapter for the whole step."""
     num_base_tokens: int
     """Number of tokens with slot -1."""
     max_count: int
@@ -80,22 +77,21 @@ class AdapterBatch:
         Args:
             slots: [T] integer tensor; ``slots[t]`` is the adapter slot of token t, -1 for none.
 
-        The sort runs on the device of ``slots``. One device-to-host copy (of the slots,
-        sorted and unsorted) is the only host sync; the plan built on the host goes back in
-        one asynchronous copy. Raises ValueError on a slot below -1.
+        The sort runs on the device of ``slots``. One device-to-host copy (slots, sorted
+        slots and order, stacked) is the only host sync; the plan built on the host goes
+        back in one asynchronous copy. Raises ValueError on a slot below -1.
         """
         _check_slots(slots)
         slots = slots.to(torch.int64)
         sorted_slots, order = torch.sort(slots, stable=True)
-        host = torch.stack([slots, sorted_slots]).cpu()  # the one host sync
-        if host.shape[1] and int(host[1, 0]) < -1:
-            raise ValueError(f"slots must be >= -1 (-1 = no adapter); got {int(host[1, 0])}")
-        active, counts, num_base = _run_lengths(host[1])
+        host_slots, host_sorted, host_order = torch.stack([slots, sorted_slots, order]).cpu()  # the one host sync
+        if host_sorted.numel() and int(host_sorted[0]) < -1:
+            raise ValueError(f"slots must be >= -1 (-1 = no adapter); got {int(host_sorted[0])}")
+        active, counts, num_base = _run_lengths(host_sorted)
         seg_starts = torch.cat([num_base + torch.cumsum(counts, 0) - counts, torch.tensor([slots.numel()])])
-        tile_rows = _choose_tile_rows(counts)
-        positions, mask, tile_slots = _tile_plan(active, counts, seg_starts, tile_rows)
+        tiles = plan_tiles(host_slots, host_order, active, counts, seg_starts)
         plan = _to_device(slots.device, active_slots=active, counts=counts, seg_starts=seg_starts,
-                          tile_slots=tile_slots, positions=positions, mask=mask)
+                          tile_slots=tiles.slots, tile_tokens=tiles.tokens, tile_mask=tiles.mask)
         return cls(
             slots=slots,
             order=order,
@@ -104,12 +100,12 @@ class AdapterBatch:
             counts=plan["counts"],
             seg_starts=plan["seg_starts"],
             segments=tuple(zip(active.tolist(), seg_starts[:-1].tolist(), seg_starts[1:].tolist())),
-            tile_rows=tile_rows,
+            tile_rows=tiles.rows,
             tile_slots=plan["tile_slots"],
-            tile_tokens=order[plan["positions"]],
-            tile_mask=plan["mask"].bool(),
-            tiles_padded=not bool(mask.all()),
-            tokens_grouped=torch.equal(host[0], host[1]),
+            tile_tokens=plan["tile_tokens"],
+            tile_mask=plan["tile_mask"].bool(),
+            tiles_padded=not bool(tiles.mask.all()),
+            tile_span=tiles.span,
             num_base_tokens=num_base,
             max_count=int(counts.max()) if counts.numel() else 0,
         )
@@ -129,11 +125,6 @@ class AdapterBatch:
     def num_tokens(self) -> int:
         """T: tokens in the step."""
         return self.slots.numel()
-
-    @property
-    def tiles_contiguous(self) -> bool:
-        """Whether ``tile_tokens`` is ``arange(num_base_tokens, T)``: grouped tokens, no padding."""
-        return self.tokens_grouped and not self.tiles_padded
 
     @property
     def num_active_slots(self) -> int:
@@ -182,35 +173,3 @@ def _run_lengths(host_sorted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
     if values.numel() and int(values[0]) == -1:
         return values[1:], counts[1:], int(counts[0])
     return values, counts, 0
-
-
-def _choose_tile_rows(counts: torch.Tensor) -> int:
-    """Tile size C minimising padded rows + TILE_COST_ROWS * tiles (ties: larger C)."""
-    # counts: [K]
-    if not counts.numel():
-        return 0
-    max_count = int(counts.max())
-    candidates = sorted({max_count} | {1 << i for i in range(max_count.bit_length())}, reverse=True)
-
-    def cost(rows: int) -> int:
-        tiles = int(((counts + rows - 1) // rows).sum())
-        return tiles * (rows + TILE_COST_ROWS)
-
-    return min(candidates, key=cost)
-
-
-def _tile_plan(active: torch.Tensor, counts: torch.Tensor, seg_starts: torch.Tensor,
-               rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sorted positions [N, C], padding mask [N, C] and slot [N] of every tile (on the host)."""
-    # active, counts: [K]; seg_starts: [K+1]
-    if not counts.numel():
-        empty = torch.zeros(0, 0, dtype=torch.int64)
-        return empty, empty.bool(), torch.zeros(0, dtype=torch.int64)
-    tiles_per_seg = (counts + rows - 1) // rows                            # [K]
-    tile_seg = torch.repeat_interleave(torch.arange(counts.numel()), tiles_per_seg)  # [N]
-    first_tile = torch.cumsum(tiles_per_seg, 0) - tiles_per_seg            # [K]
-    tile_in_seg = torch.arange(tile_seg.numel()) - first_tile[tile_seg]    # [N]
-    positions = seg_starts[tile_seg, None] + tile_in_seg[:, None] * rows + torch.arange(rows)  # [N, C]
-    seg_end = seg_starts[tile_seg + 1, None]                               # [N, 1]
-    mask = positions < seg_end
-    return torch.minimum(positions, seg_end - 1), mask, active[tile_seg]

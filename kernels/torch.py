@@ -1,16 +1,18 @@
 """The torch backend: batched matmuls over the AdapterBatch's tiles.
 
 The fast path on CPU and the fallback on every device. Each op gathers the rows of every
-tile (``batch.tile_tokens``: ``C`` tokens of one slot), gathers one weight per tile, runs
-one ``bmm`` for all tiles and adds the rows back with ``index_add_``. When the tokens
-already come grouped by slot with no padding (``batch.tiles_contiguous``) the tiles are
-views of the activations and results land in place, with no gather or scatter.
+tile (``batch.tile_tokens``: ``C`` tokens of one slot per tile), gathers one weight per
+tile, runs one ``bmm`` over all tiles and adds the rows back with ``index_add_``. (Cutting
+the gather into cache-sized groups of tiles was measured slower on CPU.) When the tiles
+are consecutive blocks of rows (``batch.tile_span``: equal-length requests,
+tokens laid out by slot, one adapter) they are views of the activations and results land
+in place: no gather, no scatter.
 
-The tile size C is chosen once per step by ``AdapterBatch.from_slots``, which covers both
-ends measured in ``benchmarks/kernels/bench_lora.py``: decode-like batches (many slots,
-about one token each) get C = 1, i.e. gather + bmm; prefill-like batches (few slots, many
-tokens each) get one tile per slot, i.e. a padded per-slot group matmul. Both beat a loop
-of one matmul per segment, whose per-call overhead dominates small segments on CPU.
+The tiles are planned once per step by ``AdapterBatch.from_slots`` (:mod:`kernels.tiling`):
+decode-like batches (many slots, about one token each) get C = 1, i.e. gather + bmm;
+prefill-like batches get about one tile per request or per slot, a padded per-slot group
+matmul. Both beat a loop of one matmul per segment, whose per-call overhead dominates
+small segments on CPU (see ``benchmarks/results/kernels_lora.md``).
 
 Math runs in the activations' dtype (bf16 and fp16 included); no op reads the device
 (no ``.item()`` or ``.tolist()``).
@@ -33,13 +35,12 @@ def lora_shrink(x: torch.Tensor, A: torch.Tensor, batch: AdapterBatch) -> torch.
     u = x.new_zeros(batch.num_tokens, A.shape[1])  # u: [T, r]
     if batch.no_adapter:
         return u
-    x_tiles = _gather_tiles(x, batch)                                  # [N, C, H_in]
-    weights = A.index_select(0, batch.tile_slots).transpose(1, 2)      # [N, H_in, r]
-    view = _tile_view(u, batch)
-    if view is not None:
-        torch.bmm(x_tiles, weights, out=view)
+    weights = A.index_select(0, batch.tile_slots).transpose(1, 2)          # [N, H_in, r]
+    u_view = _tile_view(u, batch)
+    if u_view is not None:
+        torch.bmm(_gather_tiles(x, batch), weights, out=u_view)
     else:
-        _add_tiles(u, _mask_padding(torch.bmm(x_tiles, weights), batch), batch)
+        _add_tiles(u, _mask_padding(torch.bmm(_gather_tiles(x, batch), weights), batch), batch)
     return u
 
 
@@ -53,9 +54,9 @@ def lora_expand(y: torch.Tensor, u: torch.Tensor, B: torch.Tensor, scaling: torc
     scale = scaling.to(u.dtype).index_select(0, batch.tile_slots)[:, None, None]  # [N, 1, 1]
     u_tiles = _mask_padding(_gather_tiles(u, batch) * scale, batch)               # [N, C, r]
     weights = B.index_select(0, batch.tile_slots).transpose(1, 2)                # [N, r, H_out]
-    view = _tile_view(y, batch)
-    if view is not None:
-        view.baddbmm_(u_tiles, weights)
+    y_view = _tile_view(y, batch)
+    if y_view is not None:
+        y_view.baddbmm_(u_tiles, weights)
     else:
         _add_tiles(y, torch.bmm(u_tiles, weights), batch)
 
@@ -74,9 +75,9 @@ def bottleneck(h: torch.Tensor, down_w: torch.Tensor, down_b: torch.Tensor, up_w
                          down_w.index_select(0, slots).transpose(1, 2))              # [N, C, m]
     up_bias = up_b.index_select(0, slots).unsqueeze(1)                               # [N, 1, H]
     up_weights = up_w.index_select(0, slots).transpose(1, 2)                         # [N, m, H]
-    view = _tile_view(delta, batch)
-    if view is not None:
-        torch.baddbmm(up_bias, act(down), up_weights, out=view)
+    delta_view = _tile_view(delta, batch)
+    if delta_view is not None:
+        torch.baddbmm(up_bias, act(down), up_weights, out=delta_view)
     else:
         _add_tiles(delta, _mask_padding(torch.baddbmm(up_bias, act(down), up_weights), batch), batch)
     return delta
@@ -88,40 +89,38 @@ def ia3_scale(y: torch.Tensor, vec: torch.Tensor, batch: AdapterBatch) -> None:
     check_ia3(y, vec, batch)
     if batch.no_adapter:
         return
-    scales = vec.index_select(0, batch.active_token_slots)  # [T_a, H]
-    if batch.tokens_grouped:
-        y[batch.num_base_tokens:].mul_(scales)
-    else:
-        rows = batch.active_tokens                          # [T_a]
-        y.index_copy_(0, rows, y.index_select(0, rows).mul_(scales))
+    y_view = _tile_view(y, batch)
+    if y_view is not None:
+        y_view.mul_(vec.index_select(0, batch.tile_slots).unsqueeze(1))                # [N, C, H] *= [N, 1, H]
+        return
+    rows = batch.active_tokens                                              # [T_a]
+    y.index_copy_(0, rows, y.index_select(0, rows).mul_(vec.index_select(0, batch.active_token_slots)))
+
+
+def _tile_view(rows: torch.Tensor, batch: AdapterBatch) -> torch.Tensor | None:
+    """[N, C, D] view of rows when the tiles are consecutive rows (``batch.tile_span``), else None."""
+    # rows: [T, D]
+    if batch.tile_span is None:
+        return None
+    first, end = batch.tile_span
+    return rows[first:end].unflatten(0, (-1, batch.tile_rows))
 
 
 def _gather_tiles(rows: torch.Tensor, batch: AdapterBatch) -> torch.Tensor:
-    """[N, C, D]: the rows of every tile (a view when the tiles are contiguous)."""
+    """[N, C, D]: the rows of every tile (a view when the tiles are consecutive rows)."""
     # rows: [T, D]
     view = _tile_view(rows, batch)
     if view is not None:
         return view
-    gathered = rows.index_select(0, batch.tile_tokens.flatten())  # [N * C, D]
-    return gathered.view(-1, batch.tile_rows, rows.shape[1])
-
-
-def _tile_view(rows: torch.Tensor, batch: AdapterBatch) -> torch.Tensor | None:
-    """[N, C, D] view of the active rows when the tiles are contiguous, else None."""
-    # rows: [T, D]
-    if not (batch.tiles_contiguous and rows.is_contiguous()):
-        return None
-    return rows[batch.num_base_tokens:].view(-1, batch.tile_rows, rows.shape[1])
+    return rows.index_select(0, batch.tile_tokens.flatten()).view(-1, batch.tile_rows, rows.shape[1])
 
 
 def _mask_padding(tiles: torch.Tensor, batch: AdapterBatch) -> torch.Tensor:
-    """Zero the padding rows of tiles [N, C, D] (a no-op without padding)."""
-    if not batch.tiles_padded:
-        return tiles
-    return tiles * batch.tile_mask.unsqueeze(-1)
+    """Zero the padding rows of tiles [N, C, D] (as is without padding)."""
+    return tiles * batch.tile_mask.unsqueeze(-1) if batch.tiles_padded else tiles
 
 
 def _add_tiles(out: torch.Tensor, tiles: torch.Tensor, batch: AdapterBatch) -> None:
     """out[token] += tile row, for every tile row; padding rows must already be zero."""
     # out: [T, D]; tiles: [N, C, D]
-    out.index_add_(0, batch.tile_tokens.flatten(), tiles.reshape(-1, out.shape[1]))
+    out.index_add_(0, batch.tile_tokens.flatten(), tiles.flatten(0, 1))

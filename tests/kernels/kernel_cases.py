@@ -17,7 +17,7 @@ TOLERANCES = {
 }
 
 PATTERNS = ("distinct", "uniform", "zipf", "identical", "skewed", "with_base", "all_base", "sparse",
-            "grouped", "runs")
+            "grouped", "runs", "requests")
 
 
 def make_slots(pattern: str, tokens: int, num_slots: int, seed: int = 0) -> torch.Tensor:
@@ -28,7 +28,8 @@ def make_slots(pattern: str, tokens: int, num_slots: int, seed: int = 0) -> torc
     one slot, the rest uniform; with_base: uniform with about a third -1; all_base: all -1;
     sparse: only slots {1, 4, 9} of S (slot index != adapter count) plus -1; grouped: runs
     sorted by slot with a -1 run first (tokens laid out by slot); runs: requests of varying
-    length in arrival order (prefill-like).
+    length in arrival order (prefill-like); requests: requests of 3 tokens in arrival order,
+    the first one base-only (equal-length prefill: tiles become views).
     """
     g = torch.Generator().manual_seed(seed)
     if pattern == "distinct":
@@ -55,6 +56,10 @@ def make_slots(pattern: str, tokens: int, num_slots: int, seed: int = 0) -> torc
         return torch.randint(-1, num_slots, (tokens,), generator=g).sort().values
     if pattern == "runs":
         return _request_runs(tokens, num_slots, g)
+    if pattern == "requests":
+        per_request = torch.randint(0, num_slots, (tokens // 3 + 1,), generator=g)
+        per_request[0] = -1
+        return per_request.repeat_interleave(3)[:tokens]
     raise ValueError(pattern)
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kernels import AdapterBatch
-from kernels.batch import TILE_COST_ROWS
+from kernels.tiling import GATHER_ROW_COST, MAX_TILE_ROWS, TILE_COST_ROWS
 from tests.kernels.kernel_cases import PATTERNS, make_slots
 
 
@@ -21,7 +21,7 @@ def test_order_is_a_stable_sort_with_base_tokens_first():
     assert batch.max_count == 3 and batch.max_slot == 2
     assert batch.active_tokens.tolist() == [2, 5, 0, 3, 6]
     assert batch.active_token_slots.tolist() == [0, 0, 2, 2, 2]
-    assert not batch.no_adapter and not batch.tokens_grouped
+    assert not batch.no_adapter and batch.tile_span is None
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
@@ -51,17 +51,36 @@ def test_tiles_cover_every_active_token_once(pattern):
     assert sorted(tokens[mask].tolist()) == torch.nonzero(slots != -1).flatten().tolist()
     assert torch.all(slots[tokens] == batch.tile_slots[:, None])  # padding repeats a token of the same slot
     assert batch.tiles_padded == (not bool(mask.all()))
-    if batch.tiles_contiguous:
-        assert tokens.flatten().tolist() == list(range(batch.num_base_tokens, 57))
+    if batch.tile_span is not None:
+        first, end = batch.tile_span
+        assert tokens.flatten().tolist() == list(range(first, end))
+        assert torch.all(slots[:first] == -1) and torch.all(slots[end:] == -1)
 
 
-def test_decode_batches_get_one_token_tiles_and_prefill_batches_one_tile_per_slot():
+def test_decode_batches_get_one_token_tiles_and_prefill_batches_one_tile_per_request():
     decode = AdapterBatch.from_slots(torch.randperm(64))
     assert decode.tile_rows == 1 and decode.tile_slots.numel() == 64 and not decode.tiles_padded
-    prefill = AdapterBatch.from_slots(torch.randperm(32).repeat_interleave(64))
-    assert prefill.tile_rows == 64 and prefill.tile_slots.numel() == 32 and not prefill.tiles_padded
+    requests = torch.randperm(32)
+    prefill = AdapterBatch.from_slots(requests.repeat_interleave(64))
+    assert prefill.tile_rows == 64 and prefill.tile_span == (0, 2048)
+    assert prefill.tile_slots.tolist() == requests.tolist()  # tiles follow the requests, no gather
     single = AdapterBatch.from_slots(torch.full((300,), 3))
-    assert single.tile_rows == 300 and single.tiles_contiguous
+    assert single.tile_rows == 300 and single.tile_span == (0, 300)
+
+
+def test_few_slots_over_many_tokens_share_sorted_tiles():
+    slots = torch.tensor([5, 2, 5, 5, 2, 2, 5, 2] * 8)  # interleaved: runs of 1-2 tokens
+    batch = AdapterBatch.from_slots(slots)
+    assert batch.tile_span is None and batch.tile_rows == 32
+    assert batch.tile_slots.tolist() == [2, 5]
+
+
+def test_tiles_that_need_a_gather_are_bounded():
+    slots = torch.full((300,), 3)
+    slots[150] = -1  # no longer grouped by slot
+    batch = AdapterBatch.from_slots(slots)
+    assert batch.tile_span is None
+    assert batch.tile_rows <= MAX_TILE_ROWS and batch.tile_slots.tolist() == [3] * batch.tile_slots.numel()
 
 
 def test_tile_size_minimises_padding_plus_per_tile_cost():
@@ -71,18 +90,18 @@ def test_tile_size_minimises_padding_plus_per_tile_cost():
 
     def cost(rows):
         tiles = sum(-(-n // rows) for n in counts)
-        return tiles * (rows + TILE_COST_ROWS)
+        return tiles * ((1 + GATHER_ROW_COST) * rows + TILE_COST_ROWS)
 
     assert cost(batch.tile_rows) == min(cost(c) for c in (1, 2, 4, 8, 16, 32, 40))
     assert batch.tile_rows not in (1, 40)  # neither extreme is best for a skewed batch
 
 
-def test_grouped_tokens_are_flagged_and_tiles_become_views():
-    batch = AdapterBatch.from_slots(torch.tensor([-1, -1, 1, 1, 1, 1, 4, 4, 4, 4]))
-    assert batch.tokens_grouped and batch.tiles_contiguous
+def test_tokens_laid_out_by_slot_become_views():
+    batch = AdapterBatch.from_slots(torch.tensor([-1, -1, 1, 1, 1, 1, 4, 4, 4, 4, -1]))
+    assert batch.tile_span == (2, 10) and batch.tile_rows == 4
     assert batch.tile_tokens.flatten().tolist() == list(range(2, 10))
-    shuffled = AdapterBatch.from_slots(torch.tensor([1, 4, 1, -1]))
-    assert not shuffled.tokens_grouped and not shuffled.tiles_contiguous
+    base_inside = AdapterBatch.from_slots(torch.tensor([1, 1, -1, 4, 4]))
+    assert base_inside.tile_span is None  # no single view skips the -1 row
 
 
 @pytest.mark.parametrize("slots", [torch.full((6,), -1), torch.zeros(0, dtype=torch.int64)], ids=["all_base", "empty"])

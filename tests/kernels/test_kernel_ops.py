@@ -97,7 +97,29 @@ def test_torch_bottleneck_and_ia3_match_reference(pattern, dtype):
     assert_close(_ia3(torch_backend, y, vec, batch), _ia3(reference, y, vec, batch))
 
 
-@pytest.mark.parametrize("pattern", ["uniform", "zipf", "grouped", "distinct"])
+def test_the_patterns_cover_every_tile_layout():
+    layouts = set()
+    for pattern in PATTERNS:
+        batch = AdapterBatch.from_slots(make_slots(pattern, 33, _num_slots(33)))
+        layouts.add((batch.tile_span is not None, batch.tiles_padded, batch.tile_rows > 1))
+    assert {(True, False, True), (True, False, False), (False, True, True)} <= layouts
+
+
+def test_torch_unpadded_sorted_tiles_match_reference():
+    batch = AdapterBatch.from_slots(torch.tensor([5, 2, 5, 5, 2, 2, 5, 2] * 4))
+    assert batch.tile_span is None and not batch.tiles_padded and batch.tile_rows == 16
+    case = make_lora(32, 6, H_IN, H_OUT, RANK, torch.float32)
+    u_ref, y_ref = _lora(reference, case, batch)
+    u, y = _lora(torch_backend, case, batch)
+    assert_close(u, u_ref)
+    assert_close(y, y_ref)
+    bn = make_bottleneck(32, 6, H_IN, BOTTLENECK, torch.float32)
+    assert_close(_bottleneck(torch_backend, bn, "relu", batch), _bottleneck(reference, bn, "relu", batch))
+    y_ia3, vec = make_ia3(32, 6, H_IN, torch.float32)
+    assert_close(_ia3(torch_backend, y_ia3, vec, batch), _ia3(reference, y_ia3, vec, batch))
+
+
+@pytest.mark.parametrize("pattern", ["uniform", "zipf", "requests", "distinct"])
 def test_torch_larger_batch_matches_reference(pattern):
     tokens = 300
     batch = AdapterBatch.from_slots(make_slots(pattern, tokens, _num_slots(tokens), seed=2))
@@ -159,11 +181,23 @@ def test_torch_backend_handles_an_empty_step():
     assert u.shape == (0, RANK) and y.shape == (0, H_OUT)
 
 
-@pytest.mark.parametrize("pattern", ["grouped", "uniform"])
-def test_torch_backend_accepts_non_contiguous_activations(pattern):
-    slots = make_slots(pattern, 33, 12, seed=5)
-    batch = AdapterBatch.from_slots(slots)
+@pytest.mark.parametrize("pattern", ["requests", "uniform"])
+def test_torch_backend_accepts_non_contiguous_shrink_output(pattern):
+    batch = AdapterBatch.from_slots(make_slots(pattern, 33, 12, seed=5))
     case = make_lora(33, 12, H_IN, H_OUT, RANK, torch.float32)
+    u_ref, y_ref = _lora(reference, case, batch)
+    u_strided = torch.cat([u_ref, torch.randn(33, 2)], dim=1)[:, :RANK]
+    assert not u_strided.is_contiguous()
+    y = case.y.clone()
+    torch_backend.lora_expand(y, u_strided, case.B, case.scaling, batch)
+    assert_close(y, y_ref)
+
+
+@pytest.mark.parametrize("pattern", ["requests", "uniform", "distinct"])
+def test_torch_backend_accepts_non_contiguous_activations(pattern):
+    slots = make_slots(pattern, 33, 40, seed=5)
+    batch = AdapterBatch.from_slots(slots)
+    case = make_lora(33, 40, H_IN, H_OUT, RANK, torch.float32)
     x_strided = torch.cat([case.x, torch.randn(33, 3)], dim=1)[:, :H_IN]   # rows not contiguous
     y_strided = torch.cat([case.y, torch.randn(33, 5)], dim=1)[:, :H_OUT]
     assert not x_strided.is_contiguous() and not y_strided.is_contiguous()

@@ -30,7 +30,8 @@ if not INTERPRETING and not torch.cuda.is_available():
 DEVICE = "cpu" if INTERPRETING else "cuda"
 backend = get_backend(DEVICE, name="triton")
 H_IN, H_OUT, RANK, BOTTLENECK = 130, 40, 8, 12   # H_IN: 5 K-blocks, so shrink splits K in two
-PATTERNS = ("distinct", "uniform", "zipf", "identical", "skewed", "with_base", "all_base", "sparse", "runs")
+PATTERNS = ("distinct", "uniform", "zipf", "identical", "skewed", "with_base", "all_base", "sparse", "grouped", "runs",
+            "requests")
 
 
 def _on_device(*tensors):
