@@ -1,0 +1,1 @@
+"""Engine benchmarks of the engine issue: `python -m benchmarks.engine.run`."""
