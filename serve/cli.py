@@ -2,6 +2,7 @@
 
     stitch serve [--model M] [--adapters DIR ...] [--host H] [--port P] [--replicas N] [--config FILE]
     stitch train --data train.tsv --eval validation.tsv --method seq_bn --out DIR
+    stitch bench http|sweep|make-adapters ...
 
 To add a subcommand, write ``_add_<name>(subparsers)`` that adds its parser and sets
 ``handler`` (a function of the parsed namespace returning an exit status), and call it
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(subparsers)
     _add_train(subparsers)
+    _add_bench(subparsers)
     return parser
 
 
@@ -52,6 +54,16 @@ def _add_train(subparsers) -> None:
                     "checkpoint by validation accuracy. Prints the run's metrics as JSON.")
     add_arguments(parser)
     parser.set_defaults(handler=_run_train)
+
+
+def _add_bench(subparsers) -> None:
+    from .bench import cli as bench_cli
+
+    parser = subparsers.add_parser(
+        "bench", help="load-test a Stitch server over HTTP; make synthetic adapters",
+        description="Open-loop HTTP load tests (adapter popularity, arrival processes, SLOs, cache hit rates), "
+                    "rate sweeps to saturation, and synthetic adapters to test with.")
+    bench_cli.add_arguments(parser)
 
 
 def _run_train(args: argparse.Namespace) -> int:
