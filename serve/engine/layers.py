@@ -138,8 +138,8 @@ class AdapterSlots:
     def write(self, slot: int, sites: dict[tuple[int, str, str], Any], head: PredictionHead | None) -> None:
         """Put an adapter into ``slot`` (emptying it first): its per-site tensors, keyed (layer, site, kind), and head."""
         with self.lock:
-            self._clear(slot)
             banks = [self._bank(key, site) for key, site in sites.items()]
+            self._clear(slot, keep=banks)  # the banks written next overwrite their slot whole
             for bank, site in zip(banks, sites.values()):
                 bank.write(slot, site)
             self._slot_banks[slot] = banks
@@ -152,9 +152,10 @@ class AdapterSlots:
             return head
         return copy.deepcopy(head).to(self.spec.device)
 
-    def _clear(self, slot: int) -> None:
+    def _clear(self, slot: int, keep: list[SlotBank] = ()) -> None:
         for bank in self._slot_banks.pop(slot, ()):
-            bank.clear(slot)
+            if not any(bank is kept for kept in keep):
+                bank.clear(slot)
         self.heads.pop(slot, None)
 
     def _bank(self, key: tuple[int, str, str], site: Any) -> SlotBank:

@@ -2,14 +2,22 @@
 
 :meth:`AdapterLoader.load` (blocking; the cache runs it in a thread) resolves the name,
 fetches the directory, reads the checkpoint with adapters_lib (Stitch, AdapterHub or PEFT
-format), checks it against the base model and the engine's limits, builds adapters_lib's
-training modules on the meta device and loads the weights into them strictly (so shapes
-are checked exactly as the training library checks them), then asks each module's bank
-for its serving tensors. Every error names the adapter and its source.
+format), checks it against the base model and the engine's limits, assigns the weights
+strictly to adapters_lib's training modules (so shapes are checked exactly as the training
+library checks them), then asks each module's bank for its serving tensors. Every error
+names the adapter and its source.
+
+The modules are built once per distinct config, on the meta device, and reused by every
+later adapter with that config (building them costs more than the rest of a load). A
+template keeps the tensors of the last adapter assigned to it until the next one: at most
+``TEMPLATES`` adapters' worth of host memory besides the cache's tiers.
 """
 from __future__ import annotations
 
+import json
 import logging
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +45,7 @@ logger = logging.getLogger(__name__)
 _BIN_FILES = {"pytorch_adapter.bin": "adapter.safetensors", "pytorch_model_head.bin": "model_head.safetensors",
               "adapter_model.bin": "adapter_model.safetensors"}
 SiteKey = tuple[int, str, str]  # (layer, site, bank kind)
+TEMPLATES = 8  # distinct adapter configs whose (meta) modules are kept for reuse
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,8 @@ class AdapterLoader:
         self.dtype = dtype
         self.max_rank = max_rank
         self.allow_bin_weights = allow_bin_weights
+        self._templates: OrderedDict[str, AdapterInstance] = OrderedDict()  # config key -> modules, LRU
+        self._template_lock = threading.Lock()  # loads run in threads; one assigns a template at a time
 
     def load(self, name: str) -> HostAdapter:
         """Read, check and lay out adapter ``name``. Raises an AdapterError subclass."""
@@ -112,8 +123,9 @@ class AdapterLoader:
         if ckpt.base is not None:
             ckpt.base.check_fits(self.base.info, "the adapter")
         self._check_rank(name, source, ckpt)
-        instance = self._modules(name, source, ckpt)
-        sites = self._sites(name, source, instance)
+        with self._template_lock:
+            instance = self._modules(name, source, ckpt)
+            sites = self._sites(name, source, instance)
         head = self._head(name, source, ckpt)
         nbytes = sum(site_nbytes(site) for site in sites.values()) + _module_nbytes(head)
         info = AdapterInfo(name=name, source=str(source), config=ckpt.config,
@@ -137,16 +149,27 @@ class AdapterLoader:
                                     f"{self.max_rank}")
 
     def _modules(self, name: str, source: AdapterSource, ckpt: AdapterCheckpoint) -> AdapterInstance:
-        """adapters_lib's modules with the checkpoint's tensors (built on meta, weights assigned)."""
-        try:
-            with torch.device("meta"):
-                instance = AdapterInstance(name, ckpt.config, self.base.contexts)
-        except AdapterConfigError as err:
-            raise UnsupportedAdapterError(name, str(source), str(err)) from None
+        """The config's template modules with the checkpoint's tensors assigned (under the template lock)."""
+        instance = self._template(name, source, ckpt.config)
         try:
             instance.load_state_dict(ckpt.weights, strict=True, assign=True)
         except RuntimeError as err:
             raise InvalidAdapterError(name, str(source), f"weights do not match its config: {_first_line(err)}") from None
+        return instance
+
+    def _template(self, name: str, source: AdapterSource, config: AnyConfig) -> AdapterInstance:
+        key = json.dumps(config.to_dict(), sort_keys=True)
+        instance = self._templates.get(key)
+        if instance is None:
+            try:
+                with torch.device("meta"):
+                    instance = AdapterInstance("template", config, self.base.contexts)
+            except AdapterConfigError as err:
+                raise UnsupportedAdapterError(name, str(source), str(err)) from None
+            self._templates[key] = instance
+            if len(self._templates) > TEMPLATES:
+                self._templates.popitem(last=False)
+        self._templates.move_to_end(key)
         return instance
 
     def _sites(self, name: str, source: AdapterSource, instance: AdapterInstance) -> dict[SiteKey, Any]:

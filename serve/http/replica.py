@@ -82,9 +82,12 @@ class ModelReplica:
         self._registered, self._version = names, version
 
     @serve.multiplexed(max_num_models_per_replica=64)
-    async def _adapter(self, name: str):
-        """Ray's multiplexing routing hint: the adapter is (being) made resident here."""
-        return await self.engine.load_adapter(name)
+    async def _adapter(self, name: str) -> str:
+        """Ray's multiplexing routing hint: later requests for ``name`` prefer this replica.
+
+        It loads nothing: the request's own lease loads the adapter, so the cache counts
+        each request once (a hit or a miss)."""
+        return name
 
     async def _leased_adapter(self) -> str | None:
         name = serve.get_multiplexed_model_id() or None

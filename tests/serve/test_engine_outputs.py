@@ -94,6 +94,25 @@ def test_base_rows_are_the_base_model_and_base_weights_never_change(tmp_path):
     assert not any(p.requires_grad for p in engine.model.parameters()) and not engine.model.training
 
 
+def test_adapters_that_share_a_config_or_a_slot_keep_their_own_weights(tmp_path):
+    """One slot, loads in turn: same-config adapters reuse the loader's template modules, and a
+    rank-2 adapter takes the slot a rank-4 one left (its padding must be zero)."""
+    configs = {"a": METHOD_CONFIGS["lora"], "b": METHOD_CONFIGS["lora"], "small": "lora[r=2,alpha=4]"}
+    oracles = {name: write_adapter(tmp_path, "bert", name, config, seed=i)
+               for i, (name, config) in enumerate(configs.items())}
+    engine = make_engine("bert", tmp_path, max_slots=1, max_wait_ms=0)
+    rows = token_rows(2)
+
+    async def main():
+        async with engine:
+            return [(name, await engine.embed(name, rows)) for name in ("a", "b", "small", "a", "b")]
+
+    for name, got in run(main()):
+        expected = torch.stack([oracle_embedding(oracles[name], ids) for ids in rows])
+        assert (got.vectors - expected).abs().max() <= TOL, name
+    assert engine.stats().cache.device_evictions == 4
+
+
 def _fixture_cases(arch: str) -> list[dict]:
     manifest = json.loads((FIXTURES / "manifest.json").read_text())
     return [case for case in manifest["cases"] if case["arch"] == arch]

@@ -172,6 +172,17 @@ def test_metrics_show_requests_batches_and_cache(client):
         assert name in text, name
 
 
+def test_each_request_counts_one_cache_hit_or_miss(client):
+    from serve.bench.promtext import cache_counters
+
+    before = cache_counters(client.get("/metrics").text)
+    for model in ("agnews-double_seq_bn", "sst2-lora", "agnews-double_seq_bn"):
+        assert client.post("/v1/classify", json={"model": model, "input": ["fine"]}).status_code == 200
+    after = cache_counters(client.get("/metrics").text).minus(before)
+    assert after.hits + after.misses == 3
+    assert after.hits >= 1, "the repeat of agnews right after it finds it in a slot (2 slots)"
+
+
 def test_health_and_ready(client):
     assert client.get("/health").json()["status"] == "ok"
     assert client.get("/ready").json()["status"] == "ready"

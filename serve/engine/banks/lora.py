@@ -53,9 +53,10 @@ class LoRABank(SlotBank):
         r = site.A.shape[0]
         if r > self.rank:
             self.A, self.B = grow(self.A, 1, r), grow(self.B, 2, r)
-        self.clear(slot)
         self.A[slot, :r].copy_(site.A)
         self.B[slot, :, :r].copy_(site.B)
+        self.A[slot, r:].zero_()  # ranks below the bank's: zero padding
+        self.B[slot, :, r:].zero_()
         self.scaling[slot] = site.scaling
         self.slots.add(slot)
 
