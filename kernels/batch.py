@@ -65,9 +65,6 @@ class AdapterBatch:
     tiles are then views of the activations' rows first..end (no gather). Happens when the
     tokens with an adapter form one range of equal-length runs, e.g. requests of equal
     length, tokens laid out by slot, or one adapter for the whole step."""
-    runs: tuple[tuple[int, int, int], ...]
-    """(slot, start, end) of every maximal stretch of tokens of one slot != -1, in token
-    order: rows ``start:end`` of the activations are a view of one adapter's tokens."""
     num_base_tokens: int
     """Number of tokens with slot -1."""
     max_count: int
@@ -109,7 +106,6 @@ class AdapterBatch:
             tile_mask=plan["tile_mask"].bool(),
             tiles_padded=not bool(tiles.mask.all()),
             tile_span=tiles.span,
-            runs=_runs(host_slots),
             num_base_tokens=num_base,
             max_count=int(counts.max()) if counts.numel() else 0,
         )
@@ -168,15 +164,6 @@ def _to_device(device: torch.device, **host: torch.Tensor) -> dict[str, torch.Te
     packed = torch.cat([t.flatten().to(torch.int64) for t in host.values()]).to(device, non_blocking=True)
     parts = packed.split([t.numel() for t in host.values()])
     return {name: part.view(t.shape) for (name, t), part in zip(host.items(), parts)}
-
-
-def _runs(host_slots: torch.Tensor) -> tuple[tuple[int, int, int], ...]:
-    """(slot, start, end) of the stretches of one slot != -1 in token order."""
-    # host_slots: [T]
-    values, lengths = torch.unique_consecutive(host_slots, return_counts=True)
-    ends = torch.cumsum(lengths, 0)
-    return tuple((slot, start, end) for slot, start, end in zip(values.tolist(), (ends - lengths).tolist(),
-                                                                 ends.tolist()) if slot != -1)
 
 
 def _run_lengths(host_sorted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -14,10 +14,6 @@ prefill-like batches get about one tile per request or per slot, a padded per-sl
 matmul. Both beat a loop of one matmul per segment, whose per-call overhead dominates
 small segments on CPU (see ``benchmarks/results/kernels_lora.md``).
 
-Decode-like batches over large per-slot weights take a third way: a loop over the batch's
-*runs* (stretches of tokens of one slot, ``batch.runs``) with one matmul per run on views
-of the rows and of that slot's weights, so no weight is gathered (see :func:`_over_runs`).
-
 Math runs in the activations' dtype (bf16 and fp16 included); no op reads the device
 (no ``.item()`` or ``.tolist()``).
 """
@@ -31,18 +27,6 @@ from kernels.checks import check_bottleneck, check_expand, check_ia3, check_shri
 
 NAME = "torch"
 
-# When a loop over runs beats the tiles' gather + bmm, measured on CPU (2-core EPYC, fp32,
-# rank 16, 4..64 runs of 1..64 rows, H 768 / 2048; the script is kept in the kernels
-# benchmark's notes): a slot's weight matrix of 128 KiB (H 2048) gathered for every tile
-# costs more than the loop's per-call overhead while runs are short; at 48 KiB (H 768)
-# the gather wins.
-RUNS_MIN_SLOT_BYTES = 64 * 1024
-"""Smallest weight matrix of one slot (bytes) for which the loop over runs is used."""
-RUNS_MAX_ROWS = 16
-"""Largest mean number of rows per run for the loop (longer runs amortise the gather)."""
-RUNS_MAX = 64
-"""Most runs looped over in python."""
-
 
 def lora_shrink(x: torch.Tensor, A: torch.Tensor, batch: AdapterBatch) -> torch.Tensor:
     """u[t] = A[slot[t]] @ x[t]; zero for slot -1 (see :func:`kernels.ops.lora_shrink`)."""
@@ -50,10 +34,6 @@ def lora_shrink(x: torch.Tensor, A: torch.Tensor, batch: AdapterBatch) -> torch.
     check_shrink(x, A, batch)
     u = x.new_zeros(batch.num_tokens, A.shape[1])  # u: [T, r]
     if batch.no_adapter:
-        return u
-    if _over_runs(batch, A):
-        for slot, start, end in batch.runs:
-            torch.mm(x[start:end], A[slot].T, out=u[start:end])
         return u
     weights = A.index_select(0, batch.tile_slots).transpose(1, 2)          # [N, H_in, r]
     u_view = _tile_view(u, batch)
@@ -70,11 +50,6 @@ def lora_expand(y: torch.Tensor, u: torch.Tensor, B: torch.Tensor, scaling: torc
     # y: [T, H_out]; u: [T, r]; B: [S, H_out, r]; scaling: [S]
     check_expand(y, u, B, scaling, batch)
     if batch.no_adapter:
-        return
-    if _over_runs(batch, B):
-        scaled = u * scaling.to(u.dtype).index_select(0, batch.slots.clamp(min=0))[:, None]  # [T, r]
-        for slot, start, end in batch.runs:
-            y[start:end].addmm_(scaled[start:end], B[slot].T)
         return
     scale = scaling.to(u.dtype).index_select(0, batch.tile_slots)[:, None, None]  # [N, 1, 1]
     u_tiles = _mask_padding(_gather_tiles(u, batch) * scale, batch)               # [N, C, r]
@@ -94,11 +69,6 @@ def bottleneck(h: torch.Tensor, down_w: torch.Tensor, down_b: torch.Tensor, up_w
     act = activation_function(activation)
     delta = torch.zeros_like(h)  # delta: [T, H]
     if batch.no_adapter:
-        return delta
-    if _over_runs(batch, down_w):
-        for slot, start, end in batch.runs:
-            down = torch.addmm(down_b[slot], h[start:end], down_w[slot].T)                # [n, m]
-            torch.addmm(up_b[slot], act(down), up_w[slot].T, out=delta[start:end])
         return delta
     slots = batch.tile_slots
     down = torch.baddbmm(down_b.index_select(0, slots).unsqueeze(1), _gather_tiles(h, batch),
@@ -125,14 +95,6 @@ def ia3_scale(y: torch.Tensor, vec: torch.Tensor, batch: AdapterBatch) -> None:
         return
     rows = batch.active_tokens                                              # [T_a]
     y.index_copy_(0, rows, y.index_select(0, rows).mul_(vec.index_select(0, batch.active_token_slots)))
-
-
-def _over_runs(batch: AdapterBatch, weights: torch.Tensor) -> bool:
-    """Loop over the runs (views; nothing gathered) rather than batch the tiles, for weights [S, ...]?"""
-    runs = len(batch.runs)
-    slot_bytes = weights[0].numel() * weights.element_size()
-    return (runs <= RUNS_MAX and slot_bytes >= RUNS_MIN_SLOT_BYTES
-            and batch.num_tokens - batch.num_base_tokens <= RUNS_MAX_ROWS * runs)
 
 
 def _tile_view(rows: torch.Tensor, batch: AdapterBatch) -> torch.Tensor | None:

@@ -43,18 +43,6 @@ def test_segments_partition_the_active_tokens(pattern):
 
 
 @pytest.mark.parametrize("pattern", PATTERNS)
-def test_runs_are_the_stretches_of_one_slot_in_token_order(pattern):
-    slots = make_slots(pattern, 33, 12)
-    batch = AdapterBatch.from_slots(slots)
-    covered = torch.full_like(slots, -1)
-    for slot, start, end in batch.runs:
-        assert slot != -1 and torch.all(slots[start:end] == slot)
-        covered[start:end] = slot
-    assert torch.equal(covered, slots)
-    assert all(a[2] < b[1] or a[0] != b[0] for a, b in zip(batch.runs, batch.runs[1:])), "runs are maximal"
-
-
-@pytest.mark.parametrize("pattern", PATTERNS)
 def test_tiles_cover_every_active_token_once(pattern):
     slots = make_slots(pattern, 57, 60, seed=12)
     batch = AdapterBatch.from_slots(slots)

@@ -73,22 +73,10 @@ def test_reference_bottleneck_and_ia3_match_dense_formulas():
 # ----------------------------------------------------------------------------- torch backend vs reference
 
 
-@pytest.fixture(params=["tiles", "runs"])
-def strategy(request, monkeypatch):
-    """Force the torch backend's tiles (gather + bmm) or its loop over runs."""
-    if request.param == "runs":
-        monkeypatch.setattr(torch_backend, "RUNS_MIN_SLOT_BYTES", 0)
-        monkeypatch.setattr(torch_backend, "RUNS_MAX_ROWS", 1 << 30)
-        monkeypatch.setattr(torch_backend, "RUNS_MAX", 1 << 30)
-    else:
-        monkeypatch.setattr(torch_backend, "RUNS_MIN_SLOT_BYTES", 1 << 62)
-    return request.param
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("tokens", [1, 33])
 @pytest.mark.parametrize("pattern", PATTERNS)
-def test_torch_lora_matches_reference(pattern, tokens, dtype, strategy):
+def test_torch_lora_matches_reference(pattern, tokens, dtype):
     num_slots = _num_slots(tokens)
     batch = AdapterBatch.from_slots(make_slots(pattern, tokens, num_slots))
     case = make_lora(tokens, num_slots, H_IN, H_OUT, RANK, dtype)
@@ -100,7 +88,7 @@ def test_torch_lora_matches_reference(pattern, tokens, dtype, strategy):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("pattern", PATTERNS)
-def test_torch_bottleneck_and_ia3_match_reference(pattern, dtype, strategy):
+def test_torch_bottleneck_and_ia3_match_reference(pattern, dtype):
     tokens, num_slots = 33, _num_slots(33)
     batch = AdapterBatch.from_slots(make_slots(pattern, tokens, num_slots, seed=1))
     case = make_bottleneck(tokens, num_slots, H_IN, BOTTLENECK, dtype)
@@ -117,7 +105,7 @@ def test_the_patterns_cover_every_tile_layout():
     assert {(True, False, True), (True, False, False), (False, True, True)} <= layouts
 
 
-def test_torch_unpadded_sorted_tiles_match_reference(strategy):
+def test_torch_unpadded_sorted_tiles_match_reference():
     batch = AdapterBatch.from_slots(torch.tensor([5, 2, 5, 5, 2, 2, 5, 2] * 4))
     assert batch.tile_span is None and not batch.tiles_padded and batch.tile_rows == 16
     case = make_lora(32, 6, H_IN, H_OUT, RANK, torch.float32)
@@ -132,7 +120,7 @@ def test_torch_unpadded_sorted_tiles_match_reference(strategy):
 
 
 @pytest.mark.parametrize("pattern", ["uniform", "zipf", "requests", "distinct"])
-def test_torch_larger_batch_matches_reference(pattern, strategy):
+def test_torch_larger_batch_matches_reference(pattern):
     tokens = 300
     batch = AdapterBatch.from_slots(make_slots(pattern, tokens, _num_slots(tokens), seed=2))
     case = make_lora(tokens, _num_slots(tokens), 72, 130, 16, torch.float32, seed=2)
@@ -144,7 +132,7 @@ def test_torch_larger_batch_matches_reference(pattern, strategy):
 
 @pytest.mark.parametrize("backend", [reference, torch_backend], ids=lambda b: b.NAME)
 @pytest.mark.parametrize("pattern", ["uniform", "grouped", "with_base"])
-def test_mixed_ranks_equal_unpadded_low_rank_products(backend, pattern, strategy):
+def test_mixed_ranks_equal_unpadded_low_rank_products(backend, pattern):
     ranks = [8, 2, 5, 8, 1, 3, 8, 4, 6, 7, 2, 8]
     slots = make_slots(pattern, 33, 12, seed=3)
     case = make_lora(33, 12, H_IN, H_OUT, 8, torch.float32, ranks=ranks, seed=3)
@@ -161,7 +149,7 @@ def test_mixed_ranks_equal_unpadded_low_rank_products(backend, pattern, strategy
 
 
 @pytest.mark.parametrize("backend", [reference, torch_backend], ids=lambda b: b.NAME)
-def test_base_rows_are_untouched_or_zero(backend, strategy):
+def test_base_rows_are_untouched_or_zero(backend):
     slots = make_slots("with_base", 33, 12, seed=4)
     base = slots == -1
     assert base.any() and (~base).any()
@@ -311,12 +299,3 @@ def test_bad_arguments_raise_value_errors(backend):
         backend.lora_expand(case.y, torch.zeros(3, RANK), case.B, case.scaling[:3], batch)
     with pytest.raises(ValueError, match="H_out"):
         backend.lora_expand(case.y[:, :5], torch.zeros(3, RANK), case.B, case.scaling, batch)
-
-
-def test_the_loop_over_runs_is_kept_for_short_runs_over_large_weights():
-    decode = AdapterBatch.from_slots(torch.arange(16))                        # 16 runs of 1 token
-    prefill = AdapterBatch.from_slots(torch.arange(4).repeat_interleave(64))  # 4 runs of 64 tokens
-    wide, narrow = torch.empty(16, 2048, 16), torch.empty(16, 768, 16)       # 128 KiB and 48 KiB per slot
-    assert torch_backend._over_runs(decode, wide)
-    assert not torch_backend._over_runs(decode, narrow)
-    assert not torch_backend._over_runs(prefill, wide)
