@@ -9,8 +9,9 @@
   out for the banks), evicted least recently used first while their bytes exceed
   ``max_host_bytes``; pinned and loading adapters stay. An adapter larger than the whole
   budget stays until the next load.
-* Loads are single-flight: one task per cold adapter reads it (in a thread) and writes it
-  into a slot (in a thread, under the slots' lock, between steps); every request for that
+* Loads are single-flight: one task per cold adapter fetches it (in a thread: a Hub
+  download waits on the network), reads it (on the cache's one reader thread) and writes
+  it into a slot (in a thread, under the slots' lock, between steps); every request for that
   adapter awaits the same task through ``asyncio.shield``, so a cancelled request never
   cancels a load others wait on. A failed load raises in every waiter and leaves every
   other adapter as it was.
@@ -23,13 +24,16 @@ import asyncio
 import logging
 import time
 from collections import Counter, OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from functools import partial
+from pathlib import Path
 from typing import AsyncIterator
 
 from .layers import AdapterSlots
 from .loader import AdapterInfo, AdapterLoader, HostAdapter
+from .sources import AdapterSource
 from .stats import SECONDS_BOUNDS, Buckets
 
 logger = logging.getLogger(__name__)
@@ -97,6 +101,7 @@ class AdapterCache:
         self._orphans: dict[str, int] = {}  # forgotten while pinned: name -> slot to free on release
         self._released = asyncio.Event()
         self._stats = CacheStats()
+        self._reader: ThreadPoolExecutor | None = None
 
     # -- public -------------------------------------------------------------
     @asynccontextmanager
@@ -168,6 +173,9 @@ class AdapterCache:
         for task in list(self._flights.values()):
             task.cancel()
         await asyncio.gather(*self._flights.values(), return_exceptions=True)
+        if self._reader is not None:
+            self._reader.shutdown(wait=False)
+            self._reader = None
 
     # -- loading --------------------------------------------------------------
     async def _flight(self, name: str) -> None:
@@ -201,7 +209,8 @@ class AdapterCache:
     async def _load(self, name: str) -> HostAdapter:
         start = time.perf_counter()
         try:
-            adapter = await asyncio.to_thread(self._loader.load, name)
+            source, directory = await asyncio.to_thread(self._loader.fetch, name)
+            adapter = await self._read(name, source, directory)
         except Exception as err:
             self._count(load_failures=True)
             logger.warning("loading adapter %r failed: %s", name, err)
@@ -216,6 +225,17 @@ class AdapterCache:
         logger.info("loaded adapter %r (%d bytes) from %s in %.1f ms", name, adapter.info.nbytes,
                     adapter.info.source, seconds * 1e3)
         return adapter
+
+    async def _read(self, name: str, source: AdapterSource, directory: Path) -> HostAdapter:
+        """Read a fetched adapter on the cache's one reader thread.
+
+        Reads are CPU work under the GIL: run side by side they only take turns, and each
+        extra thread is one more that the step thread waits behind. One reader keeps the
+        steps' share of the CPU steady while a burst of cold loads lands.
+        """
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stitch-read")
+        return await asyncio.get_running_loop().run_in_executor(self._reader, self._loader.read, name, source, directory)
 
     # -- eviction -------------------------------------------------------------
     async def _claim_slot(self) -> int:

@@ -103,13 +103,20 @@ class AdapterLoader:
         self.dtype = dtype
         self.max_rank = max_rank
         self.allow_bin_weights = allow_bin_weights
-        self._templates: OrderedDict[str, AdapterInstance] = OrderedDict()  # config key -> modules, LRU
+        self._templates: OrderedDict[str, _Template] = OrderedDict()  # config key -> modules, LRU
         self._template_lock = threading.Lock()  # loads run in threads; one assigns a template at a time
 
     def load(self, name: str) -> HostAdapter:
-        """Read, check and lay out adapter ``name``. Raises an AdapterError subclass."""
+        """Fetch, read, check and lay out adapter ``name``. Raises an AdapterError subclass."""
+        return self.read(name, *self.fetch(name))
+
+    def fetch(self, name: str) -> tuple[AdapterSource, Path]:
+        """Resolve ``name`` and make its directory local (a Hub download waits on the network, not the CPU)."""
         source = self.sources.resolve(name)
-        directory = self.sources.fetch(name, source)
+        return source, self.sources.fetch(name, source)
+
+    def read(self, name: str, source: AdapterSource, directory: Path) -> HostAdapter:
+        """Read, check and lay out a fetched adapter (CPU work). Raises an AdapterError subclass."""
         try:
             return self._load(name, source, directory)
         except AdapterError:
@@ -150,27 +157,27 @@ class AdapterLoader:
 
     def _modules(self, name: str, source: AdapterSource, ckpt: AdapterCheckpoint) -> AdapterInstance:
         """The config's template modules with the checkpoint's tensors assigned (under the template lock)."""
-        instance = self._template(name, source, ckpt.config)
-        try:
-            instance.load_state_dict(ckpt.weights, strict=True, assign=True)
-        except RuntimeError as err:
-            raise InvalidAdapterError(name, str(source), f"weights do not match its config: {_first_line(err)}") from None
-        return instance
+        template = self._template(name, source, ckpt.config)
+        problem = template.mismatch(ckpt.weights)
+        if problem:
+            raise InvalidAdapterError(name, str(source), f"weights do not match its config: {problem}")
+        template.assign(ckpt.weights)
+        return template.instance
 
-    def _template(self, name: str, source: AdapterSource, config: AnyConfig) -> AdapterInstance:
+    def _template(self, name: str, source: AdapterSource, config: AnyConfig) -> "_Template":
         key = json.dumps(config.to_dict(), sort_keys=True)
-        instance = self._templates.get(key)
-        if instance is None:
+        template = self._templates.get(key)
+        if template is None:
             try:
                 with torch.device("meta"):
-                    instance = AdapterInstance("template", config, self.base.contexts)
+                    template = _Template(AdapterInstance("template", config, self.base.contexts))
             except AdapterConfigError as err:
                 raise UnsupportedAdapterError(name, str(source), str(err)) from None
-            self._templates[key] = instance
+            self._templates[key] = template
             if len(self._templates) > TEMPLATES:
                 self._templates.popitem(last=False)
         self._templates.move_to_end(key)
-        return instance
+        return template
 
     def _sites(self, name: str, source: AdapterSource, instance: AdapterInstance) -> dict[SiteKey, Any]:
         sites: dict[SiteKey, Any] = {}
@@ -203,6 +210,46 @@ class AdapterLoader:
         except RuntimeError as err:
             raise InvalidAdapterError(name, str(source), f"head weights do not match its config: {_first_line(err)}") from None
         return head.to(self.dtype).eval().requires_grad_(False)
+
+
+class _Template:
+    """An adapter config's modules (built on the meta device) and where each state-dict tensor goes.
+
+    ``assign`` puts a checkpoint's tensors in place (no copy) with one ``setattr`` per tensor:
+    a strict ``load_state_dict`` walks every module and costs several times more.
+    """
+
+    def __init__(self, instance: AdapterInstance) -> None:
+        self.instance = instance
+        self.targets: dict[str, tuple[nn.Module, str, bool]] = {}  # key -> (module, attribute, is a parameter)
+        self.shapes: dict[str, torch.Size] = {}
+        for prefix, module in instance.named_modules():
+            for attr, tensor in module.named_parameters(recurse=False):
+                self._add(f"{prefix}.{attr}" if prefix else attr, module, attr, tensor, True)
+            for attr, tensor in module.named_buffers(recurse=False):
+                if attr not in module._non_persistent_buffers_set:
+                    self._add(f"{prefix}.{attr}" if prefix else attr, module, attr, tensor, False)
+
+    def _add(self, key: str, module: nn.Module, attr: str, tensor: torch.Tensor, parameter: bool) -> None:
+        self.targets[key] = (module, attr, parameter)
+        self.shapes[key] = tensor.shape
+
+    def mismatch(self, weights: dict[str, torch.Tensor]) -> str:
+        """What keeps ``weights`` from loading strictly ("" when they fit)."""
+        missing = sorted(self.shapes.keys() - weights.keys())
+        unexpected = sorted(weights.keys() - self.shapes.keys())
+        if missing or unexpected:
+            return f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
+        for key, tensor in weights.items():
+            if tensor.shape != self.shapes[key]:
+                return (f"size mismatch for {key}: the checkpoint has {tuple(tensor.shape)}, the config needs "
+                        f"{tuple(self.shapes[key])}")
+        return ""
+
+    def assign(self, weights: dict[str, torch.Tensor]) -> None:
+        for key, tensor in weights.items():
+            module, attr, parameter = self.targets[key]
+            setattr(module, attr, nn.Parameter(tensor, requires_grad=False) if parameter else tensor)
 
 
 def _check_site_order(name: str, source: AdapterSource, layer: int, site: str, banks: list) -> None:

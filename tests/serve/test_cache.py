@@ -18,15 +18,15 @@ def adapters(tmp_path):
 
 
 def slow_loads(engine, seconds: float) -> list[str]:
-    """Make every load take ``seconds`` longer; returns the names loaded, in order."""
-    loaded, load = [], engine.loader.load
+    """Make every read take ``seconds`` longer; returns the names read, in order."""
+    loaded, read = [], engine.loader.read
 
-    def slow(name):
+    def slow(name, *args):
         time.sleep(seconds)
         loaded.append(name)
-        return load(name)
+        return read(name, *args)
 
-    engine.loader.load = slow
+    engine.loader.read = slow
     return loaded
 
 
@@ -82,6 +82,28 @@ def test_concurrent_requests_for_a_cold_adapter_load_it_once(adapters):
     run(main())
     assert loaded == ["a"]
     assert engine.cache.stats().loads == 1 and engine.cache.pinned("a") == 0
+
+
+def test_cold_adapters_are_read_one_at_a_time_on_one_thread(adapters):
+    engine = make_engine("bert", adapters)
+    read, busy, seen = engine.loader.read, [], []
+
+    def recorded(name, *args):
+        busy.append(name)
+        seen.append((threading.current_thread().name, len(busy)))
+        time.sleep(0.05)
+        busy.remove(name)
+        return read(name, *args)
+
+    engine.loader.read = recorded
+
+    async def main():
+        await asyncio.gather(*(touch(engine, name) for name in "abcd"))
+
+    run(main())
+    assert len(seen) == 4 and all(depth == 1 for _, depth in seen)
+    assert len({thread for thread, _ in seen}) == 1 and seen[0][0].startswith("stitch-read")
+    assert engine.cache.stats().loads == 4
 
 
 def test_a_cancelled_request_does_not_cancel_the_load_others_wait_for(adapters):
@@ -143,14 +165,14 @@ def test_host_tier_keeps_to_its_byte_budget(adapters):
 
 def test_hot_adapters_keep_serving_while_a_cold_one_loads(adapters):
     engine = make_engine("bert", adapters, max_wait_ms=1)
-    gate, load = threading.Event(), engine.loader.load
+    gate, read = threading.Event(), engine.loader.read
 
-    def blocked(name):
+    def blocked(name, *args):
         if name == "e":
             gate.wait(10)
-        return load(name)
+        return read(name, *args)
 
-    engine.loader.load = blocked
+    engine.loader.read = blocked
     rows = token_rows(1)
 
     async def main():

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file, save_file
 
 import adapters_lib
 from serve.engine import (CorruptAdapterError, EmptyInputError, EngineClosedError, IncompatibleAdapterError,
@@ -83,6 +84,25 @@ def test_weights_that_do_not_match_the_config(tmp_path):
     path.write_text(json.dumps(data))
     err = load_error(make_engine("bert", tmp_path), "a")
     assert isinstance(err, InvalidAdapterError) and "size mismatch" in str(err)
+
+
+@pytest.mark.parametrize("change", ["drop", "add"])
+def test_weights_with_missing_or_extra_tensors(tmp_path, change):
+    write_adapter(tmp_path, "bert", "a", "lora[r=4]")
+    path = tmp_path / "a" / "adapter.safetensors"
+    weights = load_file(path)
+    first = sorted(weights)[0]
+    if change == "drop":
+        del weights[first]
+    else:
+        weights["layers.0.stray.weight"] = weights[first].clone()
+    save_file(weights, path)
+    engine = make_engine("bert", tmp_path)
+    err = load_error(engine, "a")
+    expected = f"missing keys ['{first}']" if change == "drop" else "unexpected keys ['layers.0.stray.weight']"
+    assert isinstance(err, InvalidAdapterError) and expected in str(err)
+    write_adapter(tmp_path, "bert", "b", "lora[r=4]")
+    run(engine.load_adapter("b"))  # the template the failed load used still serves
 
 
 @pytest.mark.parametrize("name", ["../outside", "/etc", "sub/../../outside", "link"])

@@ -55,8 +55,9 @@ class LoRABank(SlotBank):
             self.A, self.B = grow(self.A, 1, r), grow(self.B, 2, r)
         self.A[slot, :r].copy_(site.A)
         self.B[slot, :, :r].copy_(site.B)
-        self.A[slot, r:].zero_()  # ranks below the bank's: zero padding
-        self.B[slot, :, r:].zero_()
+        if r < self.rank:  # ranks below the bank's: zero padding
+            self.A[slot, r:].zero_()
+            self.B[slot, :, r:].zero_()
         self.scaling[slot] = site.scaling
         self.slots.add(slot)
 
