@@ -154,6 +154,13 @@ async def pin(engine: Engine, names: list[str]) -> dict[str, object]:
     return {name: await engine.cache.acquire(name) for name in names}
 
 
+async def pinned_in_random_order(bench: Bench, names: list[str]) -> tuple[dict[str, object], list[str], list[int]]:
+    """Pin the adapters; (leases, the names shuffled, their slots in that order): rows do not follow slots."""
+    leases = await pin(bench.engine, names)
+    order = bench.shuffled(names)
+    return leases, order, [leases[n].slot for n in order]
+
+
 def unpin(engine: Engine, leases: dict[str, object]) -> None:
     for lease in leases.values():
         engine.cache.release(lease)
@@ -177,9 +184,7 @@ def max_logit_diff(bench: Bench, ids: torch.Tensor, slots: list[int], names: lis
 async def prefill(bench: Bench) -> Outcome:
     s = bench.shapes
     names = bench.names["lora"][:s.prefill_requests]
-    leases = await pin(bench.engine, names)
-    order = bench.shuffled(names)
-    slots = [leases[n].slot for n in order]
+    leases, order, slots = await pinned_in_random_order(bench, names)
     ids = bench.prompts(s.prefill_requests, s.prefill_tokens)
     fns = {"hf": hf_prefill(bench.base, ids),
            "stitch_base": engine_prefill(bench.runner(len(slots)), ids, [-1] * len(slots)),
@@ -214,9 +219,7 @@ async def heterogeneous(bench: Bench) -> Outcome:
     s = bench.shapes
     lora, seq_bn, ia3 = s.hetero_mix
     names = bench.names["lora"][:lora] + bench.names["seq_bn"][:seq_bn] + bench.names["ia3"][:ia3]
-    leases = await pin(bench.engine, names)
-    order = bench.shuffled(names)
-    slots = [leases[n].slot for n in order]
+    leases, order, slots = await pinned_in_random_order(bench, names)
     ids = bench.prompts(len(order), s.prefill_tokens)
     fns = {"hf": hf_prefill(bench.base, ids),
            "stitch_base": engine_prefill(bench.runner(len(slots)), ids, [-1] * len(slots)),
@@ -244,9 +247,7 @@ async def heterogeneous(bench: Bench) -> Outcome:
 async def decode(bench: Bench) -> Outcome:
     s = bench.shapes
     names = bench.names["lora"][:s.decode_sequences]
-    leases = await pin(bench.engine, names)
-    order = bench.shuffled(names)
-    slots = [leases[n].slot for n in order]
+    leases, order, slots = await pinned_in_random_order(bench, names)
     ids = bench.prompts(len(order), s.decode_context)
     fns = {"hf": HFDecoder(bench.base, ids).step,
            "stitch_base": _engine_decoder(bench, ids, [-1] * len(slots)),

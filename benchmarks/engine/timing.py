@@ -11,6 +11,8 @@ from typing import Callable
 
 import torch
 
+from benchmarks.machine import cpu_model
+
 
 def interleaved(fns: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, list[float]]:
     """Seconds of each call, the functions timed in turn every round (load drift hits all alike)."""
@@ -49,12 +51,7 @@ def load_average() -> str:
 
 def hardware() -> str:
     """CPU model, cores, torch version and threads."""
-    model = platform.processor() or platform.machine()
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        pass
+    model = cpu_model()
     return (f"{model}, nproc {len(os.sched_getaffinity(0))}, torch {torch.__version__}, "
             f"torch.get_num_threads() = {torch.get_num_threads()}, Python {platform.python_version()}")
 

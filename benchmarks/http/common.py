@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
-import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import httpx
+
+from benchmarks.machine import cpu_model
 
 from serve.bench.synthetic import SyntheticReport, make_adapters
 from serve.http.args import StitchArgs
@@ -30,12 +30,7 @@ CACHE = Path(os.environ.get("STITCH_BENCH_CACHE", "/tmp/stitch-bench"))
 
 def hardware() -> dict[str, object]:
     """CPU model, cores, memory, load average now."""
-    model = platform.processor() or platform.machine()
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        pass
+    model = cpu_model()
     with open("/proc/meminfo") as meminfo:
         total_kib = int(meminfo.readline().split()[1])
     return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "memory_gib": round(total_kib / (1 << 20), 1),
