@@ -41,6 +41,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from benchmarks.machine import cpu_model
 from kernels import AdapterBatch, get_backend
 
 logger = logging.getLogger("bench_lora")
@@ -175,18 +176,8 @@ def hardware_line(device: torch.device, threads: int) -> str:
     """What the numbers were measured on."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return (f"{_cpu_model()} ({os.cpu_count()} logical cores, {threads} torch threads), "
+    return (f"{cpu_model()} ({os.cpu_count()} logical cores, {threads} torch threads), "
             f"torch {torch.__version__}, {platform.system()} {platform.machine()}")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _ms(seconds: float) -> str:
