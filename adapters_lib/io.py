@@ -120,6 +120,19 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
         raise CorruptCheckpointError(f"{what}: cannot read {path.name}: {err}") from None
 
 
+def weights_mismatch(shapes: dict[str, torch.Size], weights: dict[str, torch.Tensor]) -> str:
+    """Why ``weights`` would not load strictly where the state dict has these ``shapes`` ("" when they would)."""
+    missing = sorted(shapes.keys() - weights.keys())
+    unexpected = sorted(weights.keys() - shapes.keys())
+    if missing or unexpected:
+        return f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
+    for key, tensor in weights.items():
+        if tensor.shape != shapes[key]:
+            return (f"{key} has shape {tuple(tensor.shape)}, the config needs {tuple(shapes[key])} "
+                    "(rank or size mismatch)")
+    return ""
+
+
 def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)

@@ -18,7 +18,7 @@ from .config import AdapterConfigError, AnyConfig, resolve_config
 from .heads import HeadConfig, PredictionHead
 from .injection import AdapterInstance, AdapterSet
 from .interface import INTERFACES
-from .io import AdapterCheckpoint, AdapterLoadError, BaseInfo, read_checkpoint, save_checkpoint
+from .io import AdapterCheckpoint, AdapterLoadError, BaseInfo, read_checkpoint, save_checkpoint, weights_mismatch
 
 
 @dataclass
@@ -222,14 +222,7 @@ class AdapterModelMixin:
 
 
 def _load_strict(module: torch.nn.Module, weights: dict[str, torch.Tensor], what: str) -> None:
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    if missing or unexpected:
-        raise AdapterLoadError(f"{what}: weights do not match its config; missing {missing[:5]}, "
-                               f"unexpected {unexpected[:5]}")
-    for key, tensor in weights.items():
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise AdapterLoadError(f"{what}: {key} has shape {tuple(tensor.shape)}, "
-                                   f"the config needs {tuple(expected[key].shape)} (rank or size mismatch)")
+    problem = weights_mismatch({key: value.shape for key, value in module.state_dict().items()}, weights)
+    if problem:
+        raise AdapterLoadError(f"{what}: weights do not match its config; {problem}")
     module.load_state_dict(weights)

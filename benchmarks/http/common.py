@@ -18,7 +18,6 @@ from typing import Iterator
 import httpx
 
 from benchmarks.machine import cpu_model
-
 from serve.bench.synthetic import SyntheticReport, make_adapters
 from serve.http.args import StitchArgs
 

@@ -30,7 +30,7 @@ from adapters_lib.heads import HeadConfig, PredictionHead
 from adapters_lib.injection import AdapterInstance
 from adapters_lib.interface import ModelInterface
 from adapters_lib.io import (AdapterCheckpoint, AdapterLoadError, BaseInfo, BaseMismatchError,
-                             CorruptCheckpointError, read_checkpoint)
+                             CorruptCheckpointError, read_checkpoint, weights_mismatch)
 from adapters_lib.methods.base import LayerContext
 
 from .banks import BANKS, LayoutError, site_nbytes
@@ -158,7 +158,7 @@ class AdapterLoader:
     def _modules(self, name: str, source: AdapterSource, ckpt: AdapterCheckpoint) -> AdapterInstance:
         """The config's template modules with the checkpoint's tensors assigned (under the template lock)."""
         template = self._template(name, source, ckpt.config)
-        problem = template.mismatch(ckpt.weights)
+        problem = weights_mismatch(template.shapes, ckpt.weights)
         if problem:
             raise InvalidAdapterError(name, str(source), f"weights do not match its config: {problem}")
         template.assign(ckpt.weights)
@@ -215,41 +215,27 @@ class AdapterLoader:
 class _Template:
     """An adapter config's modules (built on the meta device) and where each state-dict tensor goes.
 
-    ``assign`` puts a checkpoint's tensors in place (no copy) with one ``setattr`` per tensor:
-    a strict ``load_state_dict`` walks every module and costs several times more.
+    ``shapes`` is what ``weights_mismatch`` checks a checkpoint against; ``assign`` then puts
+    its tensors in place (no copy) with one ``setattr`` per tensor: a strict
+    ``load_state_dict`` walks every module and costs several times more.
     """
 
     def __init__(self, instance: AdapterInstance) -> None:
         self.instance = instance
-        self.targets: dict[str, tuple[nn.Module, str, bool]] = {}  # key -> (module, attribute, is a parameter)
-        self.shapes: dict[str, torch.Size] = {}
-        for prefix, module in instance.named_modules():
-            for attr, tensor in module.named_parameters(recurse=False):
-                self._add(f"{prefix}.{attr}" if prefix else attr, module, attr, tensor, True)
-            for attr, tensor in module.named_buffers(recurse=False):
-                if attr not in module._non_persistent_buffers_set:
-                    self._add(f"{prefix}.{attr}" if prefix else attr, module, attr, tensor, False)
-
-    def _add(self, key: str, module: nn.Module, attr: str, tensor: torch.Tensor, parameter: bool) -> None:
-        self.targets[key] = (module, attr, parameter)
-        self.shapes[key] = tensor.shape
-
-    def mismatch(self, weights: dict[str, torch.Tensor]) -> str:
-        """What keeps ``weights`` from loading strictly ("" when they fit)."""
-        missing = sorted(self.shapes.keys() - weights.keys())
-        unexpected = sorted(weights.keys() - self.shapes.keys())
-        if missing or unexpected:
-            return f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
-        for key, tensor in weights.items():
-            if tensor.shape != self.shapes[key]:
-                return (f"size mismatch for {key}: the checkpoint has {tuple(tensor.shape)}, the config needs "
-                        f"{tuple(self.shapes[key])}")
-        return ""
+        self.shapes = {key: tensor.shape for key, tensor in instance.state_dict(keep_vars=True).items()}
+        self.targets = {key: _owner(instance, key) for key in self.shapes}  # key -> (module, attribute, parameter?)
 
     def assign(self, weights: dict[str, torch.Tensor]) -> None:
         for key, tensor in weights.items():
             module, attr, parameter = self.targets[key]
             setattr(module, attr, nn.Parameter(tensor, requires_grad=False) if parameter else tensor)
+
+
+def _owner(root: nn.Module, key: str) -> tuple[nn.Module, str, bool]:
+    """The module that holds state-dict entry ``key``, the attribute's name, and whether it is a parameter."""
+    path, _, attr = key.rpartition(".")
+    module = root.get_submodule(path)
+    return module, attr, attr in module._parameters
 
 
 def _check_site_order(name: str, source: AdapterSource, layer: int, site: str, banks: list) -> None:
