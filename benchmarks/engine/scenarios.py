@@ -346,8 +346,8 @@ async def _grow_kv(bench: Bench, rows: int, columns: int) -> None:
     """One prefill of ``rows`` x ``columns`` tokens, so the runner's KV buffers already have that size.
 
     The engine keeps its KV buffers between sequences and grows them by doubling; the first
-    growth to a size touches fresh memory (a stall of 0.1-0.5 s on this machine, once per
-    size in an engine's life). Growing them first keeps that one-time cost out of a measure
+    growth to a size touches fresh memory (one step several times slower than the others,
+    once per size in an engine's life). Growing them first keeps that one-time cost out of a measure
     of what cold loads do to hot steps.
     """
     params = SamplingParams(max_new_tokens=1, ignore_eos=True)
