@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from .config import AdapterConfigError
@@ -138,6 +139,11 @@ def is_conv1d(module: nn.Module) -> bool:
     return not isinstance(module, nn.Linear) and hasattr(module, "nf")
 
 
+def linear_weight(linear: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(W as [out, in], bias) of an nn.Linear or a Conv1D (whose W is a transposed view)."""
+    return (linear.weight.t() if is_conv1d(linear) else linear.weight), linear.bias
+
+
 def apply_weight(linear: nn.Module, x):
     """x @ W^T for an nn.Linear, x @ W for a Conv1D; no bias. x: [..., in] -> [..., out]."""
-    return x @ linear.weight if is_conv1d(linear) else nn.functional.linear(x, linear.weight)
+    return nn.functional.linear(x, linear_weight(linear)[0])

@@ -5,7 +5,8 @@ Design:
 * ``AdapterBatch.from_slots(slots)`` is built once per engine step from the slot of every
   token (-1 = base model only) and passed to every adapter-aware layer.
 * Four ops form the contract: ``lora_shrink``, ``lora_expand``, ``bottleneck`` and
-  ``ia3_scale`` (shapes and a "Semantics" loop in :mod:`kernels.ops`).
+  ``ia3_scale`` (shapes and a "Semantics" loop in :mod:`kernels.ops`). ``lora_linear``
+  composes a whole LoRA-adapted linear from a backend's shrink and expand.
 * Three backends implement them with identical signatures: ``kernels.reference`` (the
   executable spec, a per-token loop), ``kernels.torch`` (batched matmuls; CPU fast path and
   fallback everywhere) and ``kernels.triton`` (CUDA kernels; imported only when selected,
@@ -18,7 +19,7 @@ Design:
 from kernels.activations import ACTIVATION_NAMES
 from kernels.backends import BACKEND_ENV_VAR, BACKEND_NAMES, get_backend
 from kernels.batch import AdapterBatch
-from kernels.ops import bottleneck, ia3_scale, lora_expand, lora_shrink
+from kernels.ops import bottleneck, ia3_scale, lora_expand, lora_linear, lora_shrink
 
 __all__ = [
     "ACTIVATION_NAMES",
@@ -29,5 +30,6 @@ __all__ = [
     "get_backend",
     "ia3_scale",
     "lora_expand",
+    "lora_linear",
     "lora_shrink",
 ]

@@ -1,4 +1,5 @@
-"""The four mixed-adapter ops: the public contract, dispatched to a backend.
+"""The four mixed-adapter ops: the public contract, dispatched to a backend; and
+:func:`lora_linear`, a whole LoRA-adapted linear composed from two of them.
 
 Each function picks the backend for the device of its first tensor argument
 (:func:`kernels.backends.get_backend`) and runs it. An engine that wants to skip the
@@ -10,6 +11,8 @@ with a smaller rank are zero-padded up to r), m the bottleneck size. ``slot[t]``
 ``batch.slots[t]``; -1 means the token uses the base model only.
 """
 from __future__ import annotations
+
+from types import ModuleType
 
 import torch
 
@@ -54,6 +57,41 @@ def lora_expand(y: torch.Tensor, u: torch.Tensor, B: torch.Tensor, scaling: torc
                 y[t] += scaling[s] * (B[s] @ u[t])
     """
     get_backend(y.device).lora_expand(y, u, B, scaling, batch)
+
+
+def lora_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, A: torch.Tensor,
+                B: torch.Tensor, scaling: torch.Tensor, batch: AdapterBatch,
+                backend: ModuleType | None = None) -> torch.Tensor:
+    """A linear layer with every token's own LoRA: the base matmul and the adapters in one pass over y.
+
+    The LoRA delta is computed first (shrink, then expand into a y that holds only the bias),
+    and the base matmul accumulates onto it (``addmm_``, i.e. GEMM with beta = 1). Adding
+    the delta to a finished base output instead costs one more read and write of y; on CPU
+    that pass is most of what LoRA adds to a prefill (``benchmarks/results/kernels_lora.md``).
+
+    Args:
+        x: [T, H_in] activations.
+        weight: [H_out, H_in] base weight (any strides: a GPT-2 Conv1D passes ``weight.t()``).
+        bias: [H_out] base bias, or None.
+        A, B, scaling, batch: as for :func:`lora_shrink` and :func:`lora_expand`.
+        backend: the backend module computing shrink and expand (default: the one for x's device).
+
+    Returns:
+        y: [T, H_out], in x's dtype.
+
+    Semantics:
+        y = x @ weight.T + bias
+        lora_expand(y, lora_shrink(x, A, batch), B, scaling, batch)
+    """
+    backend = backend or get_backend(x.device)
+    if batch.no_adapter:
+        return torch.nn.functional.linear(x, weight, bias)
+    if bias is None:
+        y = x.new_zeros(x.shape[0], weight.shape[0])       # y: [T, H_out]
+    else:
+        y = bias.repeat(x.shape[0], 1)                     # a copy even for T = 1
+    backend.lora_expand(y, backend.lora_shrink(x, A, batch), B, scaling, batch)
+    return y.addmm_(x, weight.t())
 
 
 def bottleneck(h: torch.Tensor, down_w: torch.Tensor, down_b: torch.Tensor, up_w: torch.Tensor,

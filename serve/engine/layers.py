@@ -1,12 +1,14 @@
-"""Serving layers: slot banks stitched into the frozen base model with forward hooks.
+"""Serving layers: slot banks stitched into the frozen base model.
 
-:class:`AdapterSlots` installs hooks once, at the places the model's
+:class:`AdapterSlots` hooks the model once, at the places its
 :class:`~adapters_lib.interface.ModelInterface` names (the same places adapters_lib's
-training-time hooks use): every linear role, and the output of every residual sublayer
-(whose residual stream a pre-hook captures). Banks are created lazily, the first time an
-adapter writes a method at a site. During a step (:meth:`AdapterSlots.step`) the hooks
-read one :class:`StepContext`; outside a step they do nothing, so the model stays the
-plain base model. Base weights are never written.
+training-time hooks use): every linear role, whose ``forward`` it wraps (a LoRA bank
+computes the whole adapted linear in one pass, so a post-hook cannot serve it), and the
+output of every residual sublayer (a forward hook; a pre-hook captures the residual
+stream). Banks are created lazily, the first time an adapter writes a method at a site.
+During a step (:meth:`AdapterSlots.step`) the hooks read one :class:`StepContext`;
+outside a step they call through, so the model stays the plain base model. Base weights
+are never written.
 
 Thread safety: ``lock`` serialises steps and slot writes; the runner holds it for a whole
 step, the cache for one slot write.
@@ -75,8 +77,9 @@ class LinearSite:
     module: nn.Module
     banks: list[SlotBank] = field(default_factory=list)
 
-    def serves(self, active: frozenset[int]) -> bool:
-        return any(not bank.slots.isdisjoint(active) for bank in self.banks)
+    def serving(self, active: frozenset[int]) -> list[tuple[SlotBank, frozenset[int]]]:
+        """The banks holding a slot of ``active``, each with those slots, in application order."""
+        return [(bank, frozenset(bank.slots & active)) for bank in self.banks if not bank.slots.isdisjoint(active)]
 
 
 @dataclass
@@ -119,7 +122,7 @@ class AdapterSlots:
             module = get_submodule(layer, path)
             dims[role] = linear_dims(module)
             self.linears[(index, role)] = LinearSite(module)
-            module.register_forward_hook(partial(self._linear_hook, (index, role)))
+            module.forward = partial(self._linear_forward, (index, role), module.forward)
         for name in SUBLAYERS:
             self._install_sublayer(index, layer, name)
         return LayerContext(index=index, hidden_size=dims["o"][1], linears=dims, post_ln=self.interface.post_ln)
@@ -183,17 +186,24 @@ class AdapterSlots:
         finally:
             self._step = None
 
-    def _linear_hook(self, key: tuple[int, str], module: nn.Module, args, output: torch.Tensor):
+    def _linear_forward(self, key: tuple[int, str], base_forward, x: torch.Tensor) -> torch.Tensor:
+        """A linear's forward: its own outside a step or when no bank serves the step, else
+        the base output with every serving bank applied (a fusing bank, LoRA, which comes
+        first, computes the linear itself)."""
         step, site = self._step, self.linears[key]
-        if step is None or not site.serves(step.active):
-            return None
-        x = args[0].reshape(-1, args[0].shape[-1])  # x: [T, H_in]
-        y, restore = _writable_rows(output)          # y: [T, H_out]
-        for bank in site.banks:
-            slots = bank.slots & step.active
-            if slots:
-                bank.apply(x, y, step.batch_for(frozenset(slots)), module)
-        return restore(y)
+        serving = site.serving(step.active) if step is not None else []
+        if not serving:
+            return base_forward(x)
+        flat = x.reshape(-1, x.shape[-1])                                  # flat: [T, H_in]
+        bank, slots = serving[0]
+        if bank.fuses_linear:
+            y = bank.linear(flat, step.batch_for(slots), site.module)     # y: [T, H_out]
+            serving = serving[1:]
+        else:
+            y = base_forward(flat)
+        for bank, slots in serving:
+            bank.apply(flat, y, step.batch_for(slots), site.module)
+        return y.view(*x.shape[:-1], y.shape[-1])
 
     def _residual_hook(self, key: tuple[int, str], position: int, arg: str, module, args, kwargs):
         step = self._step
@@ -211,10 +221,3 @@ class AdapterSlots:
         new = flat.view(h.shape)
         return new if isinstance(output, torch.Tensor) else (new, *output[1:])
 
-
-def _writable_rows(output: torch.Tensor):
-    """(rows [T, D] to update in place, a function giving the hook's return value)."""
-    if output.is_contiguous():
-        return output.view(-1, output.shape[-1]), lambda rows: output
-    rows = output.reshape(-1, output.shape[-1]).clone()
-    return rows, lambda updated: updated.view(output.shape)

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from benchmarks.kernels.bench_lora import Inputs, Scenario, lora_with, make_inputs, masking_loop, segment_loop
+from benchmarks.kernels.bench_lora import (Inputs, Scenario, linear_with, lora_with, make_inputs, masking_loop,
+                                           segment_loop)
 from kernels import AdapterBatch, get_backend
 
 
@@ -25,6 +27,8 @@ def test_every_method_adds_the_same_lora_delta(shape, adapters):
     assert results[0].abs().sum() > 0
     for result in results[1:]:
         torch.testing.assert_close(result, results[0], atol=1e-5, rtol=1e-5)
+    adapted = linear_with(get_backend(name="torch"))(inputs, batch)
+    torch.testing.assert_close(adapted, F.linear(inputs.x, inputs.W) + results[0], atol=1e-5, rtol=1e-5)
 
 
 def test_scenarios_have_the_requested_shapes():

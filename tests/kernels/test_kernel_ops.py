@@ -246,6 +246,66 @@ def test_package_level_ops_dispatch_to_the_cpu_backend():
     assert_close(out, _ia3(reference, y_ia3, vec, batch))
 
 
+# ----------------------------------------------------------------------------- lora_linear and weight layouts
+
+
+def _linear_then_expand(case, weight, bias, batch):
+    """The lora_linear spec: the base linear, then the reference's expand added into it."""
+    y = F.linear(case.x, weight, bias)
+    reference.lora_expand(y, reference.lora_shrink(case.x, case.A, batch), case.B, case.scaling, batch)
+    return y
+
+
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("pattern", ["requests", "uniform", "with_base", "all_base", "distinct"])
+@pytest.mark.parametrize("backend", [reference, torch_backend], ids=lambda b: b.NAME)
+def test_lora_linear_equals_the_linear_plus_the_expand(backend, pattern, dtype, with_bias):
+    batch = AdapterBatch.from_slots(make_slots(pattern, 33, 40, seed=8))
+    case = make_lora(33, 40, H_IN, H_OUT, RANK, dtype, seed=8)
+    g = torch.Generator().manual_seed(8)
+    weight = (torch.randn(H_OUT, H_IN, generator=g) / H_IN ** 0.5).to(dtype)
+    bias = torch.randn(H_OUT, generator=g).to(dtype) if with_bias else None
+    y = kernels.lora_linear(case.x, weight, bias, case.A, case.B, case.scaling, batch, backend=backend)
+    assert_close(y, _linear_then_expand(case, weight, bias, batch))
+
+
+@pytest.mark.parametrize("tokens", [1, 2])
+def test_lora_linear_never_writes_the_base_weights(tokens):
+    batch = AdapterBatch.from_slots(torch.zeros(tokens, dtype=torch.int64))
+    case = make_lora(tokens, 2, H_IN, H_OUT, RANK, torch.float32)
+    weight, bias = torch.randn(H_OUT, H_IN), torch.randn(H_OUT)
+    before = weight.clone(), bias.clone()
+    y = kernels.lora_linear(case.x, weight, bias, case.A, case.B, case.scaling, batch)
+    assert torch.equal(weight, before[0]) and torch.equal(bias, before[1])
+    assert_close(y, _linear_then_expand(case, weight, bias, batch))
+
+
+def test_lora_linear_takes_a_transposed_weight_and_picks_the_device_backend():
+    """A GPT-2 Conv1D keeps its weight as [H_in, H_out] and passes ``weight.t()``."""
+    batch = AdapterBatch.from_slots(make_slots("zipf", 33, 12, seed=9))
+    case = make_lora(33, 12, H_IN, H_OUT, RANK, torch.float32, seed=9)
+    conv_weight = torch.randn(H_IN, H_OUT)                                         # [H_in, H_out]
+    y = kernels.lora_linear(case.x, conv_weight.t(), None, case.A, case.B, case.scaling, batch)
+    assert_close(y, _linear_then_expand(case, conv_weight.t(), None, batch))
+
+
+@pytest.mark.parametrize("pattern", ["requests", "uniform", "grouped", "with_base"])
+def test_torch_backend_reads_weights_stored_transposed(pattern):
+    """Banks may store B as [S, r, H_out] and pass its transposed view; results do not change."""
+    batch = AdapterBatch.from_slots(make_slots(pattern, 33, 12, seed=10))
+    case = make_lora(33, 12, H_IN, H_OUT, RANK, torch.float32, seed=10)
+    B_view = case.B.mT.contiguous().mT                                             # [S, H_out, r] view
+    assert not B_view.is_contiguous()
+    y = case.y.clone()
+    torch_backend.lora_expand(y, torch_backend.lora_shrink(case.x, case.A, batch), B_view, case.scaling, batch)
+    assert_close(y, _lora(reference, case, batch)[1])
+    bn = make_bottleneck(33, 12, H_IN, BOTTLENECK, torch.float32, seed=10)
+    up_view = bn.up_w.mT.contiguous().mT
+    assert_close(torch_backend.bottleneck(bn.h, bn.down_w, bn.down_b, up_view, bn.up_b, "relu", batch),
+                 _bottleneck(reference, bn, "relu", batch))
+
+
 # ----------------------------------------------------------------------------- activations
 
 

@@ -17,6 +17,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
+import kernels  # noqa: E402
 import kernels.reference as reference  # noqa: E402
 from kernels import AdapterBatch, get_backend  # noqa: E402
 from kernels.activations import ACTIVATION_NAMES  # noqa: E402
@@ -43,6 +44,17 @@ def _lora(module, case, batch):
     u = module.lora_shrink(x, A, batch)
     module.lora_expand(y, u, B, scaling, batch)
     return u.cpu(), y.cpu()
+
+
+@pytest.mark.parametrize("pattern", ["requests", "with_base"])
+def test_lora_linear_on_triton_matches_the_reference(pattern):
+    batch = AdapterBatch.from_slots(make_slots(pattern, 19, 12, seed=3))
+    case = make_lora(19, 12, H_IN, H_OUT, RANK, torch.float32, seed=3)
+    weight, bias = torch.randn(H_OUT, H_IN) / H_IN ** 0.5, torch.randn(H_OUT)
+    expected = kernels.lora_linear(case.x, weight, bias, case.A, case.B, case.scaling, batch, backend=reference)
+    x, w, b, A, B, scaling = _on_device(case.x, weight, bias, case.A, case.B.mT.contiguous().mT, case.scaling)
+    y = kernels.lora_linear(x, w, b, A, B, scaling, batch.to(DEVICE), backend=backend)
+    assert_close(y.cpu(), expected)
 
 
 def test_the_interpreter_shapes_exercise_split_k():

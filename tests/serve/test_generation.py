@@ -109,6 +109,23 @@ def test_continuous_batch_equals_solo_and_the_no_cache_oracle(model_type, attent
         assert all(chunk.finish_reason is None for chunk in chunks[:-1])
 
 
+def test_serving_never_writes_the_base_weights(tmp_path):
+    """GPT-2's linears have biases, and one-sequence decode steps have T = 1 row."""
+    write_adapters(tmp_path, "gpt2")
+    engine = lm_engine("gpt2", tmp_path, max_slots=4, max_wait_ms=0)
+    before = {name: tensor.clone() for name, tensor in engine.model.state_dict().items()}
+    prompt = token_rows(1, seed=4, lengths=(5,))[0]
+
+    async def main():
+        async with engine:
+            for adapter in ADAPTERS:
+                await staggered(engine, [(adapter, prompt, replace(GREEDY, max_new_tokens=3))])
+
+    run(main())
+    changed = [name for name, tensor in engine.model.state_dict().items() if not torch.equal(tensor, before[name])]
+    assert changed == []
+
+
 def test_many_requests_through_a_small_batch(tmp_path):
     """More requests than the batch holds, arriving at random, prefills split by the token budget."""
     write_adapters(tmp_path, "llama")

@@ -28,13 +28,16 @@ class SlotBank:
     """Stacked per-slot tensors of one method at one site of one layer.
 
     Subclasses set ``kind`` (the name the loader and the layers use), ``order`` (position
-    among the banks of one linear site: lower applies first) and implement ``extract``
+    among the banks of one linear site: lower applies first), ``fuses_linear`` (the bank
+    computes the whole linear, base matmul included: ``linear(x, batch, module) -> y``,
+    instead of updating its output: ``apply(x, y, batch, module)``) and implement ``extract``
     (a training module -> its host tensors), ``for_site`` (an empty bank sized for them),
     ``write`` and ``clear``. ``slots`` holds the occupied slot numbers.
     """
 
     kind: ClassVar[str] = ""
     order: ClassVar[int] = 0
+    fuses_linear: ClassVar[bool] = False
 
     def __init__(self, spec: BankSpec) -> None:
         self.spec = spec

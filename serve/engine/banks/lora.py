@@ -1,7 +1,13 @@
 """LoRA slots of one linear: y += scaling[s] * B[s] @ (A[s] @ x) for every token of slot s.
 
-A is stored as [S, r, H_in], B as [S, H_out, r]; r is the largest rank written so far at
-this site (smaller ranks are zero-padded), so a bank grows only as far as its adapters need.
+A is stored as [S, r, H_in] and B transposed, as B_t [S, r, H_out] (the kernels get the
+[S, H_out, r] view ``B_t.mT``; the torch backend's expand reads this layout fastest). r is
+the largest rank written so far at this site (smaller ranks are zero-padded), so a bank
+grows only as far as its adapters need.
+
+When the bank serves a step, the layers run the whole linear through :meth:`LoRABank.linear`
+(:func:`kernels.lora_linear`: the delta first, the base matmul accumulating onto it) instead
+of adding the delta to a finished base output.
 """
 from __future__ import annotations
 
@@ -11,7 +17,8 @@ import torch
 from torch import nn
 
 from adapters_lib.methods.lora import LoRA
-from kernels import AdapterBatch
+from adapters_lib.interface import linear_weight
+from kernels import AdapterBatch, lora_linear
 
 from .base import BANKS, BankSpec, SlotBank, grow, host
 
@@ -26,15 +33,16 @@ class LoRASite:
 
 
 class LoRABank(SlotBank):
-    """A: [S, r, H_in], B: [S, H_out, r], scaling: [S]."""
+    """A: [S, r, H_in], B_t: [S, r, H_out], scaling: [S]."""
 
     kind = "lora"
     order = 0
+    fuses_linear = True
 
     def __init__(self, spec: BankSpec, in_features: int, out_features: int) -> None:
         super().__init__(spec)
         self.A = self.zeros(spec.num_slots, 0, in_features)
-        self.B = self.zeros(spec.num_slots, out_features, 0)
+        self.B_t = self.zeros(spec.num_slots, 0, out_features)
         self.scaling = self.zeros(spec.num_slots)
 
     @classmethod
@@ -49,29 +57,33 @@ class LoRABank(SlotBank):
     def rank(self) -> int:
         return self.A.shape[1]
 
+    @property
+    def B(self) -> torch.Tensor:
+        """[S, H_out, r], a view of B_t."""
+        return self.B_t.mT
+
     def write(self, slot: int, site: LoRASite) -> None:
         r = site.A.shape[0]
         if r > self.rank:
-            self.A, self.B = grow(self.A, 1, r), grow(self.B, 2, r)
+            self.A, self.B_t = grow(self.A, 1, r), grow(self.B_t, 1, r)
         self.A[slot, :r].copy_(site.A)
-        self.B[slot, :, :r].copy_(site.B)
+        self.B_t[slot, :r].copy_(site.B.mT)
         if r < self.rank:  # ranks below the bank's: zero padding
             self.A[slot, r:].zero_()
-            self.B[slot, :, r:].zero_()
+            self.B_t[slot, r:].zero_()
         self.scaling[slot] = site.scaling
         self.slots.add(slot)
 
     def clear(self, slot: int) -> None:
         self.A[slot].zero_()
-        self.B[slot].zero_()
+        self.B_t[slot].zero_()
         self.scaling[slot] = 0
         self.slots.discard(slot)
 
-    def apply(self, x: torch.Tensor, y: torch.Tensor, batch: AdapterBatch, linear: nn.Module) -> None:
-        """x: [T, H_in] linear input; y: [T, H_out] linear output, updated in place."""
-        backend = self.spec.backend
-        u = backend.lora_shrink(x, self.A, batch)  # u: [T, r]
-        backend.lora_expand(y, u, self.B, self.scaling, batch)
+    def linear(self, x: torch.Tensor, batch: AdapterBatch, module: nn.Module) -> torch.Tensor:
+        """The adapted output [T, H_out] of the base linear ``module`` for x: [T, H_in]."""
+        weight, bias = linear_weight(module)
+        return lora_linear(x, weight, bias, self.A, self.B, self.scaling, batch, backend=self.spec.backend)
 
 
 BANKS.register(LoRA, LoRABank)
