@@ -35,7 +35,7 @@ def lora_shrink(x: torch.Tensor, A: torch.Tensor, batch: AdapterBatch) -> torch.
     u = x.new_zeros(batch.num_tokens, A.shape[1])  # u: [T, r]
     if batch.no_adapter:
         return u
-    weights = _gathered_mT(A, batch.tile_slots)                            # [N, H_in, r]
+    weights = A.index_select(0, batch.tile_slots).transpose(1, 2)          # [N, H_in, r]
     u_view = _tile_view(u, batch)
     if u_view is not None:
         torch.bmm(_gather_tiles(x, batch), weights, out=u_view)
@@ -53,7 +53,7 @@ def lora_expand(y: torch.Tensor, u: torch.Tensor, B: torch.Tensor, scaling: torc
         return
     scale = scaling.to(u.dtype).index_select(0, batch.tile_slots)[:, None, None]  # [N, 1, 1]
     u_tiles = _mask_padding(_gather_tiles(u, batch) * scale, batch)               # [N, C, r]
-    weights = _gathered_mT(B, batch.tile_slots)                                  # [N, r, H_out]
+    weights = B.index_select(0, batch.tile_slots).transpose(1, 2)                # [N, r, H_out]
     y_view = _tile_view(y, batch)
     if y_view is not None:
         y_view.baddbmm_(u_tiles, weights)
@@ -72,9 +72,9 @@ def bottleneck(h: torch.Tensor, down_w: torch.Tensor, down_b: torch.Tensor, up_w
         return delta
     slots = batch.tile_slots
     down = torch.baddbmm(down_b.index_select(0, slots).unsqueeze(1), _gather_tiles(h, batch),
-                         _gathered_mT(down_w, slots))                                 # [N, C, m]
+                         down_w.index_select(0, slots).transpose(1, 2))              # [N, C, m]
     up_bias = up_b.index_select(0, slots).unsqueeze(1)                               # [N, 1, H]
-    up_weights = _gathered_mT(up_w, slots)                                           # [N, m, H]
+    up_weights = up_w.index_select(0, slots).transpose(1, 2)                         # [N, m, H]
     delta_view = _tile_view(delta, batch)
     if delta_view is not None:
         torch.baddbmm(up_bias, act(down), up_weights, out=delta_view)
@@ -95,15 +95,6 @@ def ia3_scale(y: torch.Tensor, vec: torch.Tensor, batch: AdapterBatch) -> None:
         return
     rows = batch.active_tokens                                              # [T_a]
     y.index_copy_(0, rows, y.index_select(0, rows).mul_(vec.index_select(0, batch.active_token_slots)))
-
-
-def _gathered_mT(weights: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-    """[N, b, a] = weights[slots] with the last two dims swapped, gathered in the storage layout of
-    ``weights`` [S, a, b]: contiguous when ``weights`` is a transposed view (a bank that stores B as
-    [S, r, H_out] passes ``B_t.mT``), which bmm reads fastest."""
-    if weights.mT.is_contiguous():
-        return weights.mT.index_select(0, slots)
-    return weights.index_select(0, slots).mT
 
 
 def _tile_view(rows: torch.Tensor, batch: AdapterBatch) -> torch.Tensor | None:

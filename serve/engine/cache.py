@@ -10,8 +10,9 @@
   ``max_host_bytes``; pinned and loading adapters stay. An adapter larger than the whole
   budget stays until the next load.
 * Loads are single-flight: one task per cold adapter fetches it (in a thread: a Hub
-  download waits on the network), reads it (on the cache's one reader thread) and writes
-  it into a slot (in a thread, under the slots' lock, between steps); every request for that
+  download waits on the network), reads it (on the cache's one reader thread; on a CPU
+  device under the slots' lock, so between steps) and writes it into a slot (in a thread,
+  under the slots' lock, between steps); every request for that
   adapter awaits the same task through ``asyncio.shield``, so a cancelled request never
   cancels a load others wait on. A failed load raises in every waiter and leaves every
   other adapter as it was.
@@ -25,7 +26,7 @@ import logging
 import time
 from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -102,6 +103,7 @@ class AdapterCache:
         self._released = asyncio.Event()
         self._stats = CacheStats()
         self._reader: ThreadPoolExecutor | None = None
+        self._read_guard: AbstractContextManager = slots.lock if slots.spec.device.type == "cpu" else nullcontext()
 
     # -- public -------------------------------------------------------------
     @asynccontextmanager
@@ -227,15 +229,25 @@ class AdapterCache:
         return adapter
 
     async def _read(self, name: str, source: AdapterSource, directory: Path) -> HostAdapter:
-        """Read a fetched adapter on the cache's one reader thread.
+        """Read a fetched adapter on the cache's one reader thread; on a CPU device, between steps.
 
-        Reads are CPU work under the GIL: run side by side they only take turns, and each
-        extra thread is one more that the step thread waits behind. One reader keeps the
-        steps' share of the CPU steady while a burst of cold loads lands.
+        Reads are CPU work, mostly under the GIL: run side by side they only take turns, so
+        one reader thread does them all. On a CPU device a read also competes with the step
+        for its cores, and a step's parallel regions wait for their slowest thread: a read
+        beside a step stretched it by about twice the read's own time. Under the slots' lock
+        a read runs between two steps, and the step after it waits once for it; the step
+        thread, already waiting for the lock, usually takes it next, so a burst of cold loads
+        spreads over the following steps, about one read per step. On a GPU the step thread
+        mostly waits for the device, so reads run beside steps.
         """
         if self._reader is None:
             self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stitch-read")
-        return await asyncio.get_running_loop().run_in_executor(self._reader, self._loader.read, name, source, directory)
+        return await asyncio.get_running_loop().run_in_executor(self._reader, self._guarded_read, name, source,
+                                                                directory)
+
+    def _guarded_read(self, name: str, source: AdapterSource, directory: Path) -> HostAdapter:
+        with self._read_guard:
+            return self._loader.read(name, source, directory)
 
     # -- eviction -------------------------------------------------------------
     async def _claim_slot(self) -> int:

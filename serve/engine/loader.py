@@ -111,9 +111,14 @@ class AdapterLoader:
         return self.read(name, *self.fetch(name))
 
     def fetch(self, name: str) -> tuple[AdapterSource, Path]:
-        """Resolve ``name`` and make its directory local (a Hub download waits on the network, not the CPU)."""
+        """Resolve ``name``, make its directory local (a Hub download waits on the network, not the CPU)
+        and read its files once, so that :meth:`read` finds them in memory (the OS page cache):
+        the cache may run reads between steps, holding the steps' lock, and a slow disk must
+        not stall the steps then."""
         source = self.sources.resolve(name)
-        return source, self.sources.fetch(name, source)
+        directory = self.sources.fetch(name, source)
+        _read_files(directory)
+        return source, directory
 
     def read(self, name: str, source: AdapterSource, directory: Path) -> HostAdapter:
         """Read, check and lay out a fetched adapter (CPU work). Raises an AdapterError subclass."""
@@ -256,6 +261,14 @@ def _classify(name: str, source: AdapterSource, err: Exception) -> AdapterError:
     if isinstance(err, CorruptCheckpointError):
         return CorruptAdapterError(name, str(source), str(err))
     return InvalidAdapterError(name, str(source), str(err))
+
+
+def _read_files(directory: Path) -> None:
+    """Read every file of an adapter directory once (a missing directory is left for read to report)."""
+    if directory.is_dir():
+        for path in directory.iterdir():
+            if path.is_file():
+                path.read_bytes()
 
 
 def _max_rank(config: AnyConfig) -> int:

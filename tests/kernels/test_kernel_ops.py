@@ -292,7 +292,7 @@ def test_lora_linear_takes_a_transposed_weight_and_picks_the_device_backend():
 
 @pytest.mark.parametrize("pattern", ["requests", "uniform", "grouped", "with_base"])
 def test_torch_backend_reads_weights_stored_transposed(pattern):
-    """Banks may store B as [S, r, H_out] and pass its transposed view; results do not change."""
+    """Weights may be strided views (here: stored transposed); results do not change."""
     batch = AdapterBatch.from_slots(make_slots(pattern, 33, 12, seed=10))
     case = make_lora(33, 12, H_IN, H_OUT, RANK, torch.float32, seed=10)
     B_view = case.B.mT.contiguous().mT                                             # [S, H_out, r] view

@@ -106,6 +106,29 @@ def test_cold_adapters_are_read_one_at_a_time_on_one_thread(adapters):
     assert engine.cache.stats().loads == 4
 
 
+def test_on_cpu_a_read_waits_for_the_running_step(adapters):
+    """A read competes with a CPU step for its cores: it runs between steps, under the slots' lock."""
+    engine = make_engine("bert", adapters)
+    read, started = engine.loader.read, threading.Event()
+
+    def recorded(name, *args):
+        started.set()
+        return read(name, *args)
+
+    engine.loader.read = recorded
+
+    async def main():
+        with engine.slots.lock:                     # a step is running
+            load = asyncio.ensure_future(touch(engine, "a"))
+            await asyncio.sleep(0.3)
+            assert not started.is_set() and not load.done()
+        await asyncio.wait_for(load, 5)
+        assert started.is_set()
+
+    run(main())
+    assert engine.cache.resident() == ["a"]
+
+
 def test_a_cancelled_request_does_not_cancel_the_load_others_wait_for(adapters):
     engine = make_engine("bert", adapters)
     loaded = slow_loads(engine, 0.3)
@@ -164,15 +187,16 @@ def test_host_tier_keeps_to_its_byte_budget(adapters):
 
 
 def test_hot_adapters_keep_serving_while_a_cold_one_loads(adapters):
+    """A slow fetch (a Hub download, a slow disk) holds nothing the steps need."""
     engine = make_engine("bert", adapters, max_wait_ms=1)
-    gate, read = threading.Event(), engine.loader.read
+    gate, fetch = threading.Event(), engine.loader.fetch
 
-    def blocked(name, *args):
+    def blocked(name):
         if name == "e":
             gate.wait(10)
-        return read(name, *args)
+        return fetch(name)
 
-    engine.loader.read = blocked
+    engine.loader.fetch = blocked
     rows = token_rows(1)
 
     async def main():

@@ -1,9 +1,7 @@
 """LoRA slots of one linear: y += scaling[s] * B[s] @ (A[s] @ x) for every token of slot s.
 
-A is stored as [S, r, H_in] and B transposed, as B_t [S, r, H_out] (the kernels get the
-[S, H_out, r] view ``B_t.mT``; the torch backend's expand reads this layout fastest). r is
-the largest rank written so far at this site (smaller ranks are zero-padded), so a bank
-grows only as far as its adapters need.
+A is stored as [S, r, H_in], B as [S, H_out, r]; r is the largest rank written so far at
+this site (smaller ranks are zero-padded), so a bank grows only as far as its adapters need.
 
 When the bank serves a step, the layers run the whole linear through :meth:`LoRABank.linear`
 (:func:`kernels.lora_linear`: the delta first, the base matmul accumulating onto it) instead
@@ -33,7 +31,7 @@ class LoRASite:
 
 
 class LoRABank(SlotBank):
-    """A: [S, r, H_in], B_t: [S, r, H_out], scaling: [S]."""
+    """A: [S, r, H_in], B: [S, H_out, r], scaling: [S]."""
 
     kind = "lora"
     order = 0
@@ -42,7 +40,7 @@ class LoRABank(SlotBank):
     def __init__(self, spec: BankSpec, in_features: int, out_features: int) -> None:
         super().__init__(spec)
         self.A = self.zeros(spec.num_slots, 0, in_features)
-        self.B_t = self.zeros(spec.num_slots, 0, out_features)
+        self.B = self.zeros(spec.num_slots, out_features, 0)
         self.scaling = self.zeros(spec.num_slots)
 
     @classmethod
@@ -57,26 +55,21 @@ class LoRABank(SlotBank):
     def rank(self) -> int:
         return self.A.shape[1]
 
-    @property
-    def B(self) -> torch.Tensor:
-        """[S, H_out, r], a view of B_t."""
-        return self.B_t.mT
-
     def write(self, slot: int, site: LoRASite) -> None:
         r = site.A.shape[0]
         if r > self.rank:
-            self.A, self.B_t = grow(self.A, 1, r), grow(self.B_t, 1, r)
+            self.A, self.B = grow(self.A, 1, r), grow(self.B, 2, r)
         self.A[slot, :r].copy_(site.A)
-        self.B_t[slot, :r].copy_(site.B.mT)
+        self.B[slot, :, :r].copy_(site.B)
         if r < self.rank:  # ranks below the bank's: zero padding
             self.A[slot, r:].zero_()
-            self.B_t[slot, r:].zero_()
+            self.B[slot, :, r:].zero_()
         self.scaling[slot] = site.scaling
         self.slots.add(slot)
 
     def clear(self, slot: int) -> None:
         self.A[slot].zero_()
-        self.B_t[slot].zero_()
+        self.B[slot].zero_()
         self.scaling[slot] = 0
         self.slots.discard(slot)
 
