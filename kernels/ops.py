@@ -67,7 +67,7 @@ def lora_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     The LoRA delta is computed first (shrink, then expand into a y that holds only the bias),
     and the base matmul accumulates onto it (``addmm_``, i.e. GEMM with beta = 1). Adding
     the delta to a finished base output instead costs one more read and write of y; on CPU
-    that pass is most of what LoRA adds to a prefill (``benchmarks/results/kernels_lora.md``).
+    that pass is about a third of what LoRA adds to a prefill (``benchmarks/results/kernels_lora.md``).
 
     Args:
         x: [T, H_in] activations.
