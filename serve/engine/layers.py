@@ -11,7 +11,7 @@ outside a step they call through, so the model stays the plain base model. Base 
 are never written.
 
 Thread safety: ``lock`` serialises steps and slot writes; the runner holds it for a whole
-step, the cache for one slot write.
+step, the cache for one slot write (and, on a CPU device, for one adapter read).
 """
 from __future__ import annotations
 
