@@ -12,11 +12,10 @@
 * Loads are single-flight: one task per cold adapter fetches it (in a thread: a Hub
   download waits on the network), reads it (on the cache's one reader thread; on a CPU
   device with several intra-op threads, under the slots' lock, so between steps) and
-  writes it into a slot (in a thread,
-  under the slots' lock, between steps); every request for that
-  adapter awaits the same task through ``asyncio.shield``, so a cancelled request never
-  cancels a load others wait on. A failed load raises in every waiter and leaves every
-  other adapter as it was.
+  writes it into a slot (in a thread, under the slots' lock, between steps); every
+  request for that adapter awaits the same task through ``asyncio.shield``, so a
+  cancelled request never cancels a load others wait on. A failed load raises in every
+  waiter and leaves every other adapter as it was.
 
 Every method runs on the event loop's thread.
 """
@@ -106,8 +105,8 @@ class AdapterCache:
         self._released = asyncio.Event()
         self._stats = CacheStats()
         self._reader: ThreadPoolExecutor | None = None
-        parallel_cpu_steps = slots.spec.device.type == "cpu" and torch.get_num_threads() > 1
-        self._read_guard: AbstractContextManager = slots.lock if parallel_cpu_steps else nullcontext()
+        self._reads_between_steps = slots.spec.device.type == "cpu" and torch.get_num_threads() > 1
+        self._read_guard: AbstractContextManager = slots.lock if self._reads_between_steps else nullcontext()
 
     # -- public -------------------------------------------------------------
     @asynccontextmanager
@@ -215,7 +214,7 @@ class AdapterCache:
     async def _load(self, name: str) -> HostAdapter:
         start = time.perf_counter()
         try:
-            source, directory = await asyncio.to_thread(self._loader.fetch, name)
+            source, directory = await asyncio.to_thread(self._loader.fetch, name, self._reads_between_steps)
             adapter = await self._read(name, source, directory)
         except Exception as err:
             self._count(load_failures=True)

@@ -110,14 +110,16 @@ class AdapterLoader:
         """Fetch, read, check and lay out adapter ``name``. Raises an AdapterError subclass."""
         return self.read(name, *self.fetch(name))
 
-    def fetch(self, name: str) -> tuple[AdapterSource, Path]:
-        """Resolve ``name``, make its directory local (a Hub download waits on the network, not the CPU)
-        and read its files once, so that :meth:`read` finds them in memory (the OS page cache):
-        the cache may run reads between steps, holding the steps' lock, and a slow disk must
-        not stall the steps then."""
+    def fetch(self, name: str, into_memory: bool = False) -> tuple[AdapterSource, Path]:
+        """Resolve ``name`` and make its directory local (a Hub download waits on the network, not the CPU).
+
+        ``into_memory`` also reads its files once, so that :meth:`read` finds them in memory
+        (the OS page cache): for a read that will hold the steps' lock, where a slow disk
+        must not stall the steps."""
         source = self.sources.resolve(name)
         directory = self.sources.fetch(name, source)
-        _read_files(directory)
+        if into_memory:
+            _read_files(directory)
         return source, directory
 
     def read(self, name: str, source: AdapterSource, directory: Path) -> HostAdapter:

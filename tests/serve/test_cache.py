@@ -197,10 +197,10 @@ def test_hot_adapters_keep_serving_while_a_cold_one_loads(adapters):
     engine = make_engine("bert", adapters, max_wait_ms=1)
     gate, fetch = threading.Event(), engine.loader.fetch
 
-    def blocked(name):
+    def blocked(name, *args):
         if name == "e":
             gate.wait(10)
-        return fetch(name)
+        return fetch(name, *args)
 
     engine.loader.fetch = blocked
     rows = token_rows(1)
