@@ -166,7 +166,8 @@ def run_scenario(scenario: Scenario, device: torch.device, repeats: int, warmup:
     build = time_interleaved({"build": lambda: AdapterBatch.from_slots(inputs.slots)}, repeats, warmup, device)
     batch = AdapterBatch.from_slots(inputs.slots)
     distinct = batch.active_slots.tolist()
-    torch_lora, torch_linear = lora_with(get_backend(name="torch")), linear_with(get_backend(name="torch"))
+    torch_backend = get_backend(name="torch")
+    torch_lora, torch_linear = lora_with(torch_backend), linear_with(torch_backend)
     fns = {
         "base": lambda: F.linear(inputs.x, inputs.W),
         "torch": lambda: torch_lora(inputs, batch),

@@ -26,7 +26,7 @@ import logging
 import time
 from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -106,7 +106,6 @@ class AdapterCache:
         self._stats = CacheStats()
         self._reader: ThreadPoolExecutor | None = None
         self._reads_between_steps = slots.spec.device.type == "cpu" and torch.get_num_threads() > 1
-        self._read_guard: AbstractContextManager = slots.lock if self._reads_between_steps else nullcontext()
 
     # -- public -------------------------------------------------------------
     @asynccontextmanager
@@ -253,7 +252,7 @@ class AdapterCache:
                                                                 directory)
 
     def _guarded_read(self, name: str, source: AdapterSource, directory: Path) -> HostAdapter:
-        with self._read_guard:
+        with self._slots.lock if self._reads_between_steps else nullcontext():
             return self._loader.read(name, source, directory)
 
     # -- eviction -------------------------------------------------------------
